@@ -1,0 +1,60 @@
+# Sanctum's single entry point. `make test` and `make demo` bootstrap everything they need.
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+LOCK := requirements/dev.lock
+
+# Debian packages the test suite needs (PostgreSQL server, container tools, registry, FUSE).
+APT_PACKAGES := $(shell cat requirements/apt.txt | sed 's/#.*//')
+
+.PHONY: help venv system-deps lint test test-fast demo bench clean lock
+
+help:
+	@echo "make demo   run the Sanctum demo (bootstraps .venv first)"
+	@echo "make test   lint + the whole test suite (bootstraps .venv and system packages)"
+	@echo "make lint   ruff check, ruff format --check, mypy --strict"
+	@echo "make bench  run the benchmarks in benchmarks/ and print their results"
+	@echo "make clean  remove the virtualenv, caches and demo state"
+	@echo "make lock   re-resolve requirements/dev.lock from pyproject.toml"
+
+$(STAMP): pyproject.toml $(LOCK)
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+system-deps:
+	@scripts/system-deps.sh $(APT_PACKAGES)
+
+lint: venv
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/mypy
+
+test: venv system-deps lint
+	$(BIN)/pytest
+
+test-fast: venv
+	$(BIN)/pytest -x -q -m "not slow"
+
+demo: venv
+	$(BIN)/sanctum --help
+
+bench: venv
+	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b; done
+
+lock:
+	$(PYTHON) -m pip install --quiet uv
+	$(PYTHON) -m uv pip compile --python-version 3.11 pyproject.toml --extra test -o $(LOCK) --no-header --quiet
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis .sanctum build src/*.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
