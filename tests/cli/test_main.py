@@ -7,7 +7,7 @@ from click.testing import CliRunner
 
 from sanctum import __version__
 from sanctum.cli._base import SanctumGroup, json_option
-from sanctum.cli.main import cli
+from sanctum.cli.main import _GROUPS, cli
 from sanctum.errors import EvidenceError, UsageError
 
 
@@ -77,3 +77,10 @@ def test_console_script_runs():
         check=True,
     )
     assert json.loads(out.stdout)["version"] == __version__
+
+
+def test_every_registered_group_imports_and_has_help():
+    runner = CliRunner()
+    for name in _GROUPS:
+        result = runner.invoke(cli, [name, "--help"])
+        assert result.exit_code == 0, (name, result.output)

@@ -5,6 +5,7 @@ Each noun group lives in its own module and is registered here, in one visible l
 
 from __future__ import annotations
 
+import importlib
 import platform
 import sys
 
@@ -16,8 +17,32 @@ from sanctum.log import configure_logging
 
 __all__ = ["cli", "main"]
 
+# Noun groups, one module each: command name -> "module:attribute". Keep the list sorted.
+# Modules are imported only when their command runs, so `sanctum --help` and the launcher's
+# start-up stay fast and one part's dependencies never load for another part's command.
+_GROUPS: dict[str, str] = {}
 
-@click.group(cls=SanctumGroup, context_settings={"help_option_names": ["-h", "--help"]})
+
+class _RootGroup(SanctumGroup):
+    """The root group: built-in commands plus the lazily imported noun groups."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        """Return every command name, built-in and lazy, sorted."""
+        return sorted({*super().list_commands(ctx), *_GROUPS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        """Return the command, importing its module on first use."""
+        if cmd_name in _GROUPS:
+            module_name, _, attribute = _GROUPS[cmd_name].partition(":")
+            command = getattr(importlib.import_module(module_name), attribute)
+            if not isinstance(command, click.Command):
+                msg = f"{_GROUPS[cmd_name]} is not a click command"
+                raise TypeError(msg)
+            return command
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=_RootGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--log-level",
     default="WARNING",
@@ -48,10 +73,6 @@ def version(as_json: bool) -> None:
         emit_json(info)
     else:
         click.echo(f"sanctum {__version__} (Python {info['python']}, {info['platform']})")
-
-
-# Noun groups: one module each, registered in this one visible list (keep it sorted).
-# Example: ``from sanctum.cli import quote`` at the top, then ``cli.add_command(quote.group)``.
 
 
 def main() -> None:
