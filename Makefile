@@ -10,7 +10,8 @@ STAMP := $(VENV)/.installed
 LOCK := requirements/dev.lock
 
 # Debian packages the test suite needs (PostgreSQL server, container tools, registry, FUSE).
-APT_PACKAGES := $(shell cat requirements/apt.txt | sed 's/#.*//')
+APT_PACKAGES := $(shell sed 's/#.*//' requirements/apt.txt)
+LINT_PATHS := $(wildcard src tests benchmarks)
 
 .PHONY: help venv system-deps lint test test-fast demo bench clean lock
 
@@ -35,8 +36,8 @@ system-deps:
 	@scripts/system-deps.sh $(APT_PACKAGES)
 
 lint: venv
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
 	$(BIN)/mypy
 
 test: venv system-deps lint
@@ -49,7 +50,7 @@ demo: venv
 	$(BIN)/sanctum --help
 
 bench: venv
-	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b; done
+	@for b in benchmarks/bench_*.py; do [ -e "$$b" ] || continue; echo "== $$b"; $(BIN)/python "$$b"; done
 
 lock:
 	$(PYTHON) -m pip install --quiet uv
