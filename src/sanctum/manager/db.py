@@ -1,0 +1,259 @@
+"""Database access: engines for SQLite and PostgreSQL, sessions, locking and migrations.
+
+SQLite (the embedded default) runs in WAL mode with foreign keys on; every transaction starts
+with ``BEGIN IMMEDIATE`` so writers are serialised by the database, which is what makes
+read-check-write sequences (task votes, audit chain appends) safe there. On PostgreSQL the same
+sequences take row locks with ``SELECT ... FOR UPDATE`` (:func:`lock_for_update`), so several
+manager processes on one database behave as one.
+
+Migrations are Alembic scripts shipped inside the package (``migrations/``), applied on start
+or by ``sanctum manager migrate``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, Select, create_engine, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from sanctum.errors import ConflictError, UnavailableError, UsageError
+
+__all__ = ["Database", "lock_for_update"]
+
+_MIGRATIONS_DIR: Final = Path(__file__).parent / "migrations"
+_log = logging.getLogger(__name__)
+T = TypeVar("T", bound=tuple[Any, ...])
+
+
+def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+    # Let SQLAlchemy's "begin" event issue BEGIN IMMEDIATE instead of pysqlite's lazy BEGIN.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+class _SqliteWriterLock:
+    """Serialises this process's SQLite transactions with a lock instead of SQLite's busy loop.
+
+    SQLite's busy handler polls with sleeps of up to 100 ms, which turns contention between
+    threads into long tail latencies. Inside one process a lock taken when a transaction begins
+    (and released when its connection goes back to the pool, after commit or rollback) queues
+    threads fairly; ``BEGIN IMMEDIATE`` and the busy timeout still serialise separate processes.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+
+    def begin(self, connection: Any) -> None:
+        if not connection.info.get(_LOCKED):
+            if not self._lock.acquire(timeout=60):
+                raise UnavailableError(
+                    "timed out waiting for the database", code="database.unavailable"
+                )
+            connection.info[_LOCKED] = True
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    def checkin(self, _dbapi_connection: Any, record: Any) -> None:
+        if record is not None and record.info.pop(_LOCKED, False):
+            self._lock.release()
+
+
+_LOCKED: Final = "sanctum.sqlite_writer_lock"
+
+
+def lock_for_update(statement: Select[T]) -> Select[T]:
+    """Return ``statement`` with ``FOR UPDATE`` (a no-op on SQLite, where writes serialise)."""
+    return statement.with_for_update()
+
+
+class Database:
+    """An engine plus a session factory for one database URL."""
+
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        """Create the engine (no connection is made yet).
+
+        Raises:
+            UsageError: The URL names an unsupported database (``database.unsupported``).
+        """
+        parsed = make_url(url)
+        backend = parsed.get_backend_name()
+        if backend == "sqlite":
+            if parsed.database and parsed.database != ":memory:":
+                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            self.engine: Engine = create_engine(
+                parsed, echo=echo, connect_args={"check_same_thread": False, "timeout": 30}
+            )
+            writer = _SqliteWriterLock()
+            event.listen(self.engine, "connect", _on_sqlite_connect)
+            event.listen(self.engine, "begin", writer.begin)
+            event.listen(self.engine.pool, "checkin", writer.checkin)
+        elif backend == "postgresql":
+            if parsed.drivername == "postgresql":
+                parsed = parsed.set(drivername="postgresql+psycopg")
+            self.engine = create_engine(
+                parsed, echo=echo, pool_pre_ping=True, pool_size=20, max_overflow=20
+            )
+        else:
+            raise UsageError(
+                f"unsupported database {backend!r}: use sqlite or postgresql",
+                code="database.unsupported",
+            )
+        self.backend: str = backend
+        self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        event.listen(self.sessions, "after_begin", _mark_connected)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """Yield a session inside one transaction, committed on success, rolled back on error.
+
+        Raises:
+            UnavailableError: The database could not be reached (``database.unavailable``).
+            ConflictError: A constraint refused the commit (``database.conflict``).
+        """
+        with _mapped_errors(), self.sessions() as session, session.begin():
+            yield session
+
+    def commit(self, session: Session) -> None:
+        """Commit ``session``'s transaction now (a handler finishing its unit of work early).
+
+        The commit releases the connection (and, on SQLite, the writer lock) in the caller's
+        thread; the enclosing :meth:`transaction` then has nothing left to do.
+
+        Raises:
+            UnavailableError: The database could not be reached (``database.unavailable``).
+            ConflictError: A constraint refused the commit (``database.conflict``).
+        """
+        with _mapped_errors():
+            session.commit()
+
+    @staticmethod
+    def holds_connection(session: Session) -> bool:
+        """Whether ending ``session``'s transaction needs I/O.
+
+        True while a transaction is open on a connection, or objects wait to be flushed (the
+        commit would then connect, and on SQLite wait for the writer lock).
+        """
+        if not session.in_transaction():
+            return False
+        pending = bool(session.new or session.dirty or session.deleted)
+        return pending or bool(session.info.get(_CONNECTED))
+
+    def dispose(self) -> None:
+        """Close every pooled connection."""
+        self.engine.dispose()
+
+    def _alembic_config(self) -> Config:
+        config = Config()
+        config.set_main_option("script_location", str(_MIGRATIONS_DIR))
+        return config
+
+    def migrate(self) -> str | None:
+        """Apply every pending migration; return the resulting revision.
+
+        Raises:
+            UnavailableError: The database could not be reached.
+        """
+        config = self._alembic_config()
+        try:
+            with self.engine.begin() as connection:
+                if self.backend == "postgresql":
+                    # Serialise concurrent migrators (several replicas starting at once).
+                    connection.execute(text("SELECT pg_advisory_xact_lock(7461726)"))
+                config.attributes["connection"] = connection
+                command.upgrade(config, "head")
+        except SQLAlchemyError as error:
+            raise UnavailableError(
+                f"could not migrate the database: {type(error).__name__}",
+                code="database.migration_failed",
+            ) from error
+        return self.current_revision()
+
+    def head_revision(self) -> str | None:
+        """Return the newest revision shipped with this code."""
+        return ScriptDirectory.from_config(self._alembic_config()).get_current_head()
+
+    def current_revision(self) -> str | None:
+        """Return the revision the database is at (``None`` when unmigrated).
+
+        Raises:
+            UnavailableError: The database could not be reached (``database.unavailable``).
+        """
+        try:
+            with self.engine.connect() as connection:
+                return MigrationContext.configure(connection).get_current_revision()
+        except SQLAlchemyError as error:
+            raise UnavailableError(
+                "the database is unreachable", code="database.unavailable"
+            ) from error
+
+    def check_ready(self) -> None:
+        """Check that the database answers and its schema is current.
+
+        Raises:
+            UnavailableError: Unreachable (``database.unavailable``) or not migrated to the
+                code's head revision (``database.migrations_pending``).
+        """
+        current = self.current_revision()
+        head = self.head_revision()
+        if current != head:
+            raise UnavailableError(
+                f"database schema is at {current}, the code needs {head}",
+                code="database.migrations_pending",
+                hint="run `sanctum manager migrate`",
+            )
+
+
+_CONNECTED: Final = "sanctum.connected"
+
+
+def _mark_connected(session: Session, _transaction: Any, _connection: Any) -> None:
+    session.info[_CONNECTED] = True
+
+
+@contextmanager
+def _mapped_errors() -> Iterator[None]:
+    """Turn database errors into Sanctum errors.
+
+    Raises:
+        ConflictError: A constraint refused the change (``database.conflict``).
+        UnavailableError: The database could not be reached (``database.unavailable``).
+    """
+    try:
+        yield
+    except IntegrityError as error:
+        # A constraint caught a race the service did not pre-check (two concurrent inserts
+        # of one unique value): the request conflicts with what just happened.
+        raise ConflictError(
+            "the change conflicts with a concurrent one; retry", code="database.conflict"
+        ) from error
+    except SQLAlchemyError as error:
+        if _is_connection_error(error):
+            raise UnavailableError(
+                "the database is unreachable", code="database.unavailable"
+            ) from error
+        raise
+
+
+def _is_connection_error(error: SQLAlchemyError) -> bool:
+    # Pool exhaustion (TimeoutError) is also "could not check now: retry".
+    return bool(getattr(error, "connection_invalidated", False)) or type(error).__name__ in {
+        "OperationalError",
+        "InterfaceError",
+        "TimeoutError",
+    }

@@ -1,0 +1,937 @@
+"""The attestation protocol: challenge, attest (certificate, sealed secrets, token), dry run.
+
+A workload proves itself with its quote; nothing else authorises it. The manager:
+
+1. issues a single-use nonce (:func:`issue_challenge`), stored as a digest in the database so
+   any replica can accept it, and consumed with one conditional ``UPDATE`` so two replicas
+   cannot both accept it;
+2. on ``POST /v1/attest`` (:func:`attest`) verifies the quote (Intel DCAP, with the collateral
+   supplied or from the configured source, against the trust anchor its chain names, where the
+   simulation root is trusted only if the settings enable it for the app's account), checks the
+   report-data binding of the nonce and the CSR key, appraises the verified facts with the
+   app's policy (allowlisted build, ISV floor, TCB status and advisories, debug, simulated,
+   node), and checks every requested SAN is an approved domain of the app;
+3. then issues a certificate with the attestation extension from the account's issuing CA,
+   seals the app's secrets to the CSR key (HPKE, :mod:`sanctum.protocol.sealing`), and signs an
+   EAR attestation result token (:mod:`sanctum.manager.tokens`).
+
+Every attempt is audited (``attestation.accepted`` / ``attestation.refused`` with its reason
+code) and counted in the metrics; a refusal issues nothing. :func:`dry_run` runs the same
+checks without a nonce, issuing nothing, and explains each one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import itertools
+import logging
+import secrets
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
+
+from sanctum.attestation.collateral import Collateral as VerifierCollateral
+from sanctum.attestation.quote import parse_quote
+from sanctum.attestation.result import VerifiedQuote
+from sanctum.attestation.trust import TrustAnchor
+from sanctum.attestation.verify import Verifier
+from sanctum.errors import EvidenceError, SanctumError, UnavailableError
+from sanctum.manager.ca import issue_workload_certificate, load_csr
+from sanctum.manager.errors import RateLimitedError
+from sanctum.manager.models import Account
+from sanctum.manager.models_attestation import (
+    App,
+    AppSecret,
+    AttestNonce,
+    Node,
+    NodeStatus,
+    WorkloadInstance,
+)
+from sanctum.manager.policy import (
+    Appraisal,
+    AttestationPolicy,
+    Check,
+    attestation_claims,
+    evaluate,
+    workload_result,
+)
+from sanctum.manager.runtime import Runtime, load_or_create_secret
+from sanctum.manager.schemas_attestation import VerifyEvidenceRequest
+from sanctum.manager.services.apps import app_policy, open_secret, resolve_app
+from sanctum.manager.services.audit import Outcome, Severity, audit
+from sanctum.manager.services.builds import builds_for_appraisal
+from sanctum.manager.services.certificates import (
+    CaCache,
+    ensure_account_ca,
+    record_certificate,
+    serial_hex,
+)
+from sanctum.manager.services.context import Actor, ServiceContext
+from sanctum.manager.services.domains import approved_domains
+from sanctum.manager.services.encrypted_dirs import seal_dir_keys
+from sanctum.manager.tokens import SigningKey, SigningKeySet, issue_ear
+from sanctum.platforms.collateral_source import CollateralSource
+from sanctum.platforms.simulated.pki import ROOT_CN as SIMULATED_ROOT_CN
+from sanctum.protocol.binding import check_binding, spki_der
+from sanctum.protocol.errors import BindingError
+from sanctum.protocol.messages import (
+    AttestRequest,
+    AttestResponse,
+    ChallengeResponse,
+    Collateral,
+    SealedBoxWire,
+    SealedSecret,
+    SealingContext,
+    VerifyEvidenceResponse,
+)
+from sanctum.protocol.sealing import seal, secret_aad
+
+__all__ = [
+    "EAR_KEY_NAME",
+    "AttestationMetrics",
+    "AttestationRefusedError",
+    "AttestationRuntime",
+    "RateLimiter",
+    "attest",
+    "build_attestation_runtime",
+    "consume_nonce",
+    "dry_run",
+    "issue_challenge",
+    "jsonable",
+    "record_refusal",
+    "verify_for_account",
+    "wire_collateral",
+    "workload_actor",
+]
+
+_log = logging.getLogger(__name__)
+EAR_KEY_NAME: Final = "ear_signing_key"
+_NONCE_BYTES: Final = 32
+_NONCE_SWEEP_EVERY: Final = 256
+_COLLATERAL_CACHE_SIZE: Final = 64
+_ANCHOR_CACHE_SIZE: Final = 64
+
+
+class AttestationRefusedError(EvidenceError):
+    """An attestation was refused; ``code`` says why (``attest.*`` and verifier codes)."""
+
+    default_code = "attest.refused"
+
+
+class AttestationMetrics:
+    """Prometheus counters of attestation outcomes, in the app's registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        """Register the metrics in ``registry``."""
+        self.outcomes = Counter(
+            "sanctum_attestations",
+            "Attestation attempts by endpoint, outcome and reason code.",
+            ["endpoint", "outcome", "code"],
+            registry=registry,
+        )
+        self.duration = Histogram(
+            "sanctum_attestation_duration_seconds",
+            "Time spent appraising and issuing per attestation.",
+            ["endpoint"],
+            registry=registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+        )
+
+    def count(self, endpoint: str, outcome: str, code: str) -> None:
+        """Count one attempt."""
+        self.outcomes.labels(endpoint, outcome, code).inc()
+
+
+class RateLimiter:
+    """Token buckets per key (source address), driven by the injected clock.
+
+    In-process only: each replica limits what it serves, which bounds the verification work a
+    caller can cause; nothing that matters for correctness lives here.
+    """
+
+    def __init__(self, rate_per_second: float, burst: int) -> None:
+        """Refill ``rate_per_second`` tokens per second up to ``burst``."""
+        self._rate = rate_per_second
+        self._burst = float(burst)
+        self._buckets: dict[str, tuple[float, dt.datetime]] = {}
+        self._lock = threading.Lock()
+
+    def take(self, key: str, now: dt.datetime) -> None:
+        """Spend one token of ``key``.
+
+        Raises:
+            RateLimitedError: The bucket is empty (``attest.rate_limited``).
+        """
+        with self._lock:
+            tokens, last = self._buckets.get(key, (self._burst, now))
+            elapsed = max(0.0, (now - last).total_seconds())
+            tokens = min(self._burst, tokens + elapsed * self._rate)
+            if tokens < 1.0:
+                self._buckets[key] = (tokens, now)
+                raise RateLimitedError(
+                    "too many attestation requests from this address; slow down",
+                    retry_after_seconds=max(1, int((1.0 - tokens) / self._rate) + 1),
+                    code="attest.rate_limited",
+                )
+            self._buckets[key] = (tokens - 1.0, now)
+            if len(self._buckets) > 100_000:
+                self._buckets.clear()
+
+
+AnchorKind = Literal["intel", "simulated", "simulated_untrusted", "unknown"]
+
+
+@dataclass
+class AttestationRuntime:
+    """What the attestation endpoints share in one process (built once per app)."""
+
+    runtime: Runtime
+    intel: Verifier
+    simulated: Verifier | None
+    ear_keys: SigningKeySet
+    issuer: str
+    metrics: AttestationMetrics
+    limiter: RateLimiter
+    collateral_source: CollateralSource | None = None
+    ca_cache: CaCache = field(default_factory=CaCache)
+    anchor_kinds: dict[str, AnchorKind] = field(default_factory=dict)
+    challenges: itertools.count[int] = field(default_factory=itertools.count)
+    collaterals: dict[bytes, VerifierCollateral] = field(default_factory=dict)
+    collaterals_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def verifier_collateral(self, wire: Collateral) -> VerifierCollateral:
+        """Return the verifier form of supplied collateral (from the cache if it verified before).
+
+        Workloads of a platform send the same collateral until it is refreshed; converting it
+        normalises and checks every field, which is a pure function of the content, so the
+        result (immutable) is reused once :meth:`remember_collateral` recorded that a quote
+        verified with it. Collateral that never verified is never cached (an unauthenticated
+        caller must not fill the cache). The verification itself still runs for every quote.
+
+        Raises:
+            EvidenceError: A field has the wrong shape (``collateral.malformed``, ``crl.invalid``).
+        """
+        with self.collaterals_lock:
+            found = self.collaterals.get(_collateral_key(wire))
+        if found is not None:
+            return found
+        return _verifier_collateral(wire)
+
+    def remember_collateral(self, wire: Collateral, converted: VerifierCollateral) -> None:
+        """Cache ``converted`` under the SHA-256 of ``wire`` (call only after it verified)."""
+        key = _collateral_key(wire)
+        with self.collaterals_lock:
+            if key not in self.collaterals and len(self.collaterals) >= _COLLATERAL_CACHE_SIZE:
+                self.collaterals.clear()
+            self.collaterals[key] = converted
+
+    def simulation_allowed_for(self, account_name: str) -> bool:
+        """Whether the settings let this account's apps see simulated evidence at all."""
+        allowed = self.runtime.settings.simulation_accounts
+        return self.simulated is not None and ("*" in allowed or account_name in allowed)
+
+    def anchor_kind(self, chain_pem: str) -> AnchorKind:
+        """Return which root the TCB signing chain ``chain_pem`` ends in.
+
+        Chains ending in a trusted root are cached by the SHA-256 of their text (a few
+        entries); other chains are attacker-chosen and never cached.
+        """
+        key = hashlib.sha256(chain_pem.encode("utf-8", "surrogatepass")).hexdigest()
+        found = self.anchor_kinds.get(key)
+        if found is not None:
+            return found
+        kind: AnchorKind = "unknown"
+        try:
+            root = x509.load_pem_x509_certificates(chain_pem.encode("ascii"))[-1]
+        except (ValueError, IndexError):
+            root = None
+        if root is not None:
+            der = root.public_bytes(serialization.Encoding.DER)
+            if der == self.intel.trust_anchor.der:
+                kind = "intel"
+            elif self.simulated is not None and der == self.simulated.trust_anchor.der:
+                kind = "simulated"
+            elif any(
+                attribute.value == SIMULATED_ROOT_CN
+                for attribute in root.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+            ):
+                kind = "simulated_untrusted"
+        if kind in {"intel", "simulated"} and len(self.anchor_kinds) < _ANCHOR_CACHE_SIZE:
+            self.anchor_kinds[key] = kind
+        return kind
+
+
+def _new_ear_key() -> tuple[bytes, str | None]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    der = key.private_bytes(
+        serialization.Encoding.DER,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    return der, None
+
+
+def _issuer(runtime: Runtime) -> str:
+    settings = runtime.settings
+    if settings.public_url:
+        return settings.public_url.rstrip("/")
+    scheme = "http" if settings.insecure_http else "https"
+    return f"{scheme}://{settings.host}:{settings.port}"
+
+
+def build_attestation_runtime(
+    runtime: Runtime,
+    registry: CollectorRegistry,
+    *,
+    simulated_root: TrustAnchor | None = None,
+    collateral_source: CollateralSource | None = None,
+) -> AttestationRuntime:
+    """Build the attestation runtime: trust anchors, the token signing key, the limiter.
+
+    The Intel root is always trusted; the simulation root only when ``simulated_root`` is given
+    (the app factory passes it when the settings enable the simulated platform).
+
+    Raises:
+        EvidenceError: The shipped Intel root is corrupt, or a stored key does not unseal.
+        UnavailableError: The database is unreachable.
+    """
+    with runtime.db.transaction() as session:
+        der, _ = load_or_create_secret(
+            session, runtime.box, EAR_KEY_NAME, _new_ear_key, runtime.clock.now()
+        )
+    key = serialization.load_der_private_key(der, password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):  # pragma: no cover (we wrote it)
+        raise EvidenceError("the stored token key is not EC", code="secret.corrupt")
+    settings = runtime.settings
+    return AttestationRuntime(
+        runtime=runtime,
+        intel=Verifier(TrustAnchor.intel()),
+        simulated=None if simulated_root is None else Verifier(simulated_root),
+        ear_keys=SigningKeySet(SigningKey.from_private_key(key)),
+        issuer=_issuer(runtime),
+        metrics=AttestationMetrics(registry),
+        limiter=RateLimiter(settings.attest_rate_per_second, settings.attest_rate_burst),
+        collateral_source=collateral_source,
+    )
+
+
+def workload_actor(instance: str | None, app_ref: str) -> Actor:
+    """Return the audit actor of a workload (identified by its instance id, if it gave one)."""
+    return Actor(type="workload", id=instance, name=f"workload of {app_ref}"[:320])
+
+
+# --- Nonces -------------------------------------------------------------------------------------
+
+
+def _nonce_hash(nonce: bytes) -> str:
+    return hashlib.sha256(b"sanctum-attest-nonce\x00" + nonce).hexdigest()
+
+
+def issue_challenge(
+    session: Session, att: AttestationRuntime, now: dt.datetime
+) -> ChallengeResponse:
+    """Create and store a single-use nonce."""
+    nonce = secrets.token_bytes(_NONCE_BYTES)
+    expires = now + dt.timedelta(seconds=att.runtime.settings.attest_nonce_ttl_seconds)
+    session.add(AttestNonce(nonce_hash=_nonce_hash(nonce), created_at=now, expires_at=expires))
+    if next(att.challenges) % _NONCE_SWEEP_EVERY == 0:
+        session.execute(
+            delete(AttestNonce).where(AttestNonce.expires_at < now - dt.timedelta(minutes=10))
+        )
+    return ChallengeResponse(nonce=nonce, expires_at=expires)
+
+
+def consume_nonce(session: Session, nonce: bytes, now: dt.datetime) -> None:
+    """Mark ``nonce`` used, atomically: exactly one caller, on any replica, succeeds.
+
+    Raises:
+        AttestationRefusedError: Unknown, expired or already used (``attest.nonce_invalid``,
+            with ``details["reason"]``).
+    """
+    digest = _nonce_hash(nonce)
+    result = session.execute(
+        update(AttestNonce)
+        .where(
+            AttestNonce.nonce_hash == digest,
+            AttestNonce.used_at.is_(None),
+            AttestNonce.expires_at > now,
+        )
+        .values(used_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    if getattr(result, "rowcount", 0) == 1:
+        return
+    row = session.get(AttestNonce, digest)
+    if row is None:
+        reason, message = "unknown", "the nonce was not issued by this manager"
+    elif row.used_at is not None:
+        reason, message = "replayed", "the nonce was already used (a replay)"
+    else:
+        reason, message = "expired", "the nonce has expired; ask for a new challenge"
+    raise AttestationRefusedError(message, code="attest.nonce_invalid", details={"reason": reason})
+
+
+# --- Verification -------------------------------------------------------------------------------
+
+
+def _collateral_key(wire: Collateral) -> bytes:
+    """Return the SHA-256 of every field of ``wire`` (length-prefixed, in a fixed order)."""
+    digest = hashlib.sha256()
+    for value in (
+        wire.pck_crl_issuer_chain,
+        wire.root_ca_crl,
+        wire.pck_crl,
+        wire.tcb_info_issuer_chain,
+        wire.tcb_info,
+        wire.tcb_info_signature,
+        wire.qe_identity_issuer_chain,
+        wire.qe_identity,
+        wire.qe_identity_signature,
+        wire.pck_certificate_chain,
+    ):
+        if value is None:
+            digest.update(b"\xff" * 8)  # No length prefix is all ones: absent differs from empty.
+            continue
+        data = value.encode("utf-8", "surrogatepass") if isinstance(value, str) else value
+        digest.update(len(data).to_bytes(8, "big"))
+        digest.update(data)
+    return digest.digest()
+
+
+def _verifier_collateral(wire: Collateral) -> VerifierCollateral:
+    return VerifierCollateral(
+        pck_crl=wire.pck_crl,
+        pck_crl_issuer_chain=wire.pck_crl_issuer_chain,
+        root_ca_crl=wire.root_ca_crl,
+        tcb_info_text=wire.tcb_info.encode("utf-8"),
+        tcb_info_signature=wire.tcb_info_signature,
+        tcb_info_issuer_chain=wire.tcb_info_issuer_chain,
+        qe_identity_text=wire.qe_identity.encode("utf-8"),
+        qe_identity_signature=wire.qe_identity_signature,
+        qe_identity_issuer_chain=wire.qe_identity_issuer_chain,
+        pck_certificate_chain=wire.pck_certificate_chain,
+    )
+
+
+def wire_collateral(collateral: VerifierCollateral) -> Collateral:
+    """Return the wire form of verifier collateral (what a workload sends with its quote)."""
+    return Collateral(
+        pck_crl_issuer_chain=collateral.pck_crl_issuer_chain,
+        root_ca_crl=collateral.root_ca_crl,
+        pck_crl=collateral.pck_crl,
+        tcb_info_issuer_chain=collateral.tcb_info_issuer_chain,
+        tcb_info=collateral.tcb_info_text.decode("utf-8"),
+        tcb_info_signature=collateral.tcb_info_signature,
+        qe_identity_issuer_chain=collateral.qe_identity_issuer_chain,
+        qe_identity=collateral.qe_identity_text.decode("utf-8"),
+        qe_identity_signature=collateral.qe_identity_signature,
+        pck_certificate_chain=collateral.pck_certificate_chain,
+    )
+
+
+def verify_for_account(
+    att: AttestationRuntime,
+    account: Account,
+    quote: bytes,
+    collateral: Collateral | None,
+    *,
+    now: dt.datetime,
+    allow_expired_collateral: bool,
+    min_tcb_evaluation_data_number: int | None = None,
+) -> VerifiedQuote:
+    """Verify ``quote`` with the anchor its collateral names, as far as the account may trust it.
+
+    When the manager has a collateral source (``pcs_url``, ``collateral_dir``), collateral
+    sent with the quote is ignored and the source's is used; only simulated evidence, whose
+    collateral the manager's simulation PKI signs, keeps the collateral it was sent with.
+    Collateral sent with the quote and used is refused when its TCB evaluation data number is
+    below ``min_tcb_evaluation_data_number`` (stale collateral).
+
+    Raises:
+        AttestationRefusedError: Simulated evidence where the settings do not trust it for this
+            account (``attest.simulated_not_allowed``), no collateral to verify with
+            (``attest.collateral_missing``), or stale supplied collateral
+            (``attest.collateral_stale``).
+        EvidenceError: The quote does not verify (``quote.*``, ``pck.*``, ``tcb.*``...).
+        UnavailableError: The collateral source could not answer.
+    """
+    if collateral is not None and att.collateral_source is not None:
+        supplied_kind = att.anchor_kind(collateral.tcb_info_issuer_chain)
+        if supplied_kind not in {"simulated", "simulated_untrusted"}:
+            _log.debug("ignoring collateral sent with a quote: the manager has its own source")
+            collateral = None
+    if collateral is not None:
+        verifier_collateral = att.verifier_collateral(collateral)
+    elif att.collateral_source is not None:
+        verifier_collateral = att.collateral_source.for_quote(parse_quote(quote), now=now)
+    else:
+        raise AttestationRefusedError(
+            "no collateral was supplied and the manager has no collateral source",
+            code="attest.collateral_missing",
+            hint="send the collateral with the quote, or configure pcs_url or collateral_dir",
+        )
+    kind = att.anchor_kind(verifier_collateral.tcb_info_issuer_chain)
+    verifier = att.intel
+    if kind in {"simulated", "simulated_untrusted"}:
+        if att.simulated is None or kind == "simulated_untrusted":
+            raise AttestationRefusedError(
+                "the evidence comes from a simulated platform this manager does not trust",
+                code="attest.simulated_not_allowed",
+                hint="simulated evidence needs simulation_enabled and the matching simulation PKI",
+            )
+        if not att.simulation_allowed_for(account.name):
+            raise AttestationRefusedError(
+                f"simulated evidence is not enabled for the account {account.name!r}",
+                code="attest.simulated_not_allowed",
+                hint="list the account in the manager setting simulation_accounts",
+            )
+        verifier = att.simulated
+    verified = verifier.verify(
+        quote, verifier_collateral, now=now, allow_expired_collateral=allow_expired_collateral
+    )
+    if collateral is not None:
+        if (
+            min_tcb_evaluation_data_number is not None
+            and verified.tcb_evaluation_data_number < min_tcb_evaluation_data_number
+        ):
+            raise AttestationRefusedError(
+                f"the supplied collateral has TCB evaluation data number "
+                f"{verified.tcb_evaluation_data_number}; the app requires at least "
+                f"{min_tcb_evaluation_data_number}",
+                code="attest.collateral_stale",
+                hint="send current collateral (refresh it from the PCS or PCCS)",
+            )
+        att.remember_collateral(collateral, verifier_collateral)
+    return verified
+
+
+def _pck_identity(verified: VerifiedQuote) -> str:
+    return f"{verified.platform.pce_id.hex()}:{verified.platform.ppid.hex()}"
+
+
+def _node_registered(ctx: ServiceContext, account_id: str, verified: VerifiedQuote) -> bool:
+    found = ctx.session.scalar(
+        select(Node.id).where(
+            Node.account_id == account_id,
+            Node.pck_identity == _pck_identity(verified),
+            Node.status == NodeStatus.active,
+        )
+    )
+    return found is not None
+
+
+def _appraise(
+    ctx: ServiceContext, app: App, policy: AttestationPolicy, verified: VerifiedQuote
+) -> Appraisal:
+    allowlisted, revoked = builds_for_appraisal(ctx, app.id, simulated=verified.simulated)
+    node = (
+        _node_registered(ctx, app.account_id, verified) if policy.require_registered_node else None
+    )
+    return evaluate(
+        policy,
+        verified,
+        allowlisted_builds=allowlisted,
+        revoked_builds=revoked,
+        node_registered=node,
+    )
+
+
+def _requested_sans(csr: x509.CertificateSigningRequest) -> list[str]:
+    try:
+        extension = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except x509.ExtensionNotFound:
+        return []
+    names: list[str] = []
+    for general in extension.value:
+        if isinstance(general, x509.DNSName):
+            names.append(general.value.lower().rstrip("."))
+        else:
+            names.append(str(general.value))
+    return names
+
+
+def _certificate_subject(configured: object, sans: list[str]) -> x509.Name:
+    """Return the workload certificate's subject: a common name only if it is a certified SAN.
+
+    The common name the app configures is used only when it is one of ``sans`` (which are
+    approved domains); otherwise the first SAN is; with no SAN the subject is empty, so a
+    certificate never names something that was not approved.
+    """
+    wanted = str(configured).lower().rstrip(".") if configured else None
+    names = {name.lower(): name for name in sans}
+    chosen = names.get(wanted) if wanted is not None else None
+    if chosen is None and sans:
+        chosen = sans[0]
+    if chosen is None or len(chosen) > 64:  # The X.520 bound of a common name.
+        return x509.Name([])
+    return x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, chosen)])
+
+
+def _domain_check(requested: list[str], approved: list[str]) -> Check:
+    missing = [name for name in requested if name not in approved]
+    if missing:
+        return Check(
+            "domains.approved",
+            "fail",
+            "attest.domain_not_approved",
+            "the CSR asks for names that are not approved domains of the app: "
+            + ", ".join(missing),
+        )
+    return Check(
+        "domains.approved",
+        "pass",
+        "attest.domain_not_approved",
+        "every requested name is an approved domain"
+        if requested
+        else "the CSR asks for no name; the certificate gets the approved domains",
+    )
+
+
+def _key_type(key: object) -> str:
+    if isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1):
+        return "ec-p256"
+    if isinstance(key, rsa.RSAPublicKey):
+        return f"rsa-{key.key_size}"
+    return type(key).__name__
+
+
+# --- Attest -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Issued:
+    response: AttestResponse
+    serial: str
+    build_id: str
+
+
+def attest(ctx: ServiceContext, att: AttestationRuntime, body: AttestRequest) -> AttestResponse:
+    """Run the whole attestation for ``body``; issue only if every check passes.
+
+    The nonce is consumed first, in the caller's transaction, so that it stays used even when
+    the attempt is refused; everything issued happens in a savepoint that a refusal rolls back.
+
+    Raises:
+        RateLimitedError: Too many attempts from this address (``attest.rate_limited``).
+        NotFoundError: Unknown app (``attest.app_unknown``).
+        AttestationRefusedError: Refused (``attest.*``).
+        EvidenceError: The quote, the CSR or the binding is refused (``quote.*``, ``ca.*``,
+            ``attest.binding_mismatch``...).
+        UnavailableError: Collateral could not be obtained.
+    """
+    started = time.perf_counter()
+    att.limiter.take(ctx.source_address or "unknown", ctx.now)
+    app = resolve_app(ctx.session, body.app)
+    ctx.extras["app"] = app
+    consume_nonce(ctx.session, body.nonce, ctx.now)
+    with ctx.session.begin_nested():
+        issued = _attest_checked(ctx, att, app, body)
+    att.metrics.count("attest", "accepted", "ok")
+    att.metrics.duration.labels("attest").observe(time.perf_counter() - started)
+    return issued.response
+
+
+def _attest_checked(
+    ctx: ServiceContext, att: AttestationRuntime, app: App, body: AttestRequest
+) -> _Issued:
+    account = ctx.session.get(Account, app.account_id)
+    if account is None:  # pragma: no cover (foreign key)
+        raise AttestationRefusedError("the app's account is gone", code="attest.app_unknown")
+    policy = app_policy(app)
+    csr = load_csr(body.csr)
+    public_key = csr.public_key()
+    verified = verify_for_account(
+        att,
+        account,
+        body.quote,
+        body.collateral,
+        now=ctx.now,
+        allow_expired_collateral=policy.unsafe_allow_expired_collateral,
+        min_tcb_evaluation_data_number=policy.min_tcb_evaluation_data_number,
+    )
+    check_binding(verified.report_data, body.nonce, spki_der(public_key))
+    appraisal = _appraise(ctx, app, policy, verified)
+    appraisal.raise_if_refused()
+    build = appraisal.build
+    if build is None:  # pragma: no cover (an accepted appraisal has a build)
+        raise AttestationRefusedError("no build matched", code="attest.build_not_allowlisted")
+    config = app.certificate
+    wanted = str(config.get("key_type", "ec-p256"))
+    if _key_type(public_key) != wanted:
+        raise AttestationRefusedError(
+            f"the CSR key is {_key_type(public_key)}; the app's certificates use {wanted}",
+            code="attest.key_type_mismatch",
+        )
+    approved = approved_domains(ctx, app.id)
+    requested = _requested_sans(csr)
+    domains = _domain_check(requested, approved)
+    if domains.outcome == "fail":
+        raise AttestationRefusedError(domains.reason, code=domains.code)
+    sans = requested or approved
+    ca = ensure_account_ca(ctx, app.account_id, att.ca_cache)
+    subject = _certificate_subject(config.get("subject"), sans)
+    serial = x509.random_serial_number()
+    crl_url = None
+    if att.runtime.settings.public_url:
+        crl_url = f"{att.issuer}/v1/accounts/{app.account_id}/ca/crl"
+    certificate = issue_workload_certificate(
+        ca,
+        csr,
+        subject=subject,
+        sans=sans,
+        validity=dt.timedelta(seconds=int(config.get("validity_seconds", 86400))),
+        serial=serial,
+        attestation=attestation_claims(verified),
+        now=ctx.now,
+        crl_url=crl_url,
+    )
+    record_certificate(
+        ctx,
+        app.account_id,
+        certificate,
+        sans=sans,
+        app_id=app.id,
+        build_id=build.id,
+        instance=body.instance,
+    )
+    context = SealingContext(manager_id=att.issuer, app=body.app, build=build.id, nonce=body.nonce)
+    info = context.info()
+    rows = ctx.session.scalars(
+        select(AppSecret).where(AppSecret.app_id == app.id).order_by(AppSecret.name)
+    ).all()
+    sealed: list[SealedSecret] = []
+    for row in rows:
+        box = seal(
+            public_key,
+            open_secret(ctx, row),
+            info=info,
+            aad=secret_aad(name=row.name, delivery=row.delivery, target=row.target),
+        )
+        target: dict[str, str] = (
+            {"path": row.target} if row.delivery == "file" else {"env_name": row.target}
+        )
+        sealed.append(
+            SealedSecret.model_validate(
+                {
+                    "name": row.name,
+                    "delivery": row.delivery,
+                    **target,
+                    "box": SealedBoxWire.from_box(box),
+                }
+            )
+        )
+    sealed_dir_keys = seal_dir_keys(ctx, app, build.id, public_key, info=info)
+    token = issue_ear(
+        att.ear_keys,
+        workload_result(
+            verified,
+            appraisal,
+            app=app.id,
+            build=build.id,
+            nonce=body.nonce,
+            certificate_serial=serial,
+        ),
+        issuer=att.issuer,
+        now=ctx.now,
+        ttl=dt.timedelta(seconds=att.runtime.settings.attest_token_ttl_seconds),
+        token_id=uuid.uuid4().hex,
+    )
+    if body.instance is not None:
+        _record_instance(ctx, app, build.id, body.instance, serial_hex(serial))
+    claims = attestation_claims(verified)
+    audit(
+        ctx,
+        "attestation.accepted",
+        account_id=app.account_id,
+        target_type="certificate",
+        target_id=serial_hex(serial),
+        details={
+            "app_id": app.id,
+            "build_id": build.id,
+            "tee": claims.tee,
+            "measurement": claims.measurement.hex(),
+            "tcb_status": claims.tcb_status,
+            "advisory_ids": list(claims.advisory_ids),
+            "simulated": claims.simulated,
+            "debug": claims.debug,
+            "sans": sans,
+            "instance": body.instance,
+            "policy_hash": appraisal.policy_hash,
+            "ear_status": appraisal.vector.status(),
+        },
+    )
+    response = AttestResponse(
+        certificate=certificate.public_bytes(serialization.Encoding.PEM).decode("ascii"),
+        chain=ca.chain_pem(),
+        ca=ca.root_pem(),
+        sealing=context,
+        sealed_secrets=sealed,
+        sealed_dir_keys=sealed_dir_keys,
+        token=token,
+        expires_at=certificate.not_valid_after_utc,
+    )
+    return _Issued(response, serial_hex(serial), build.id)
+
+
+def _record_instance(
+    ctx: ServiceContext, app: App, build_id: str, instance: str, serial: str
+) -> None:
+    row = ctx.session.scalars(
+        select(WorkloadInstance)
+        .where(WorkloadInstance.app_id == app.id, WorkloadInstance.instance == instance)
+        .with_for_update()
+    ).first()
+    if row is None:
+        ctx.session.add(
+            WorkloadInstance(
+                account_id=app.account_id,
+                app_id=app.id,
+                instance=instance,
+                build_id=build_id,
+                certificate_serial=serial,
+                attestations=1,
+                first_seen_at=ctx.now,
+                last_seen_at=ctx.now,
+            )
+        )
+        return
+    row.build_id = build_id
+    row.certificate_serial = serial
+    row.attestations += 1
+    row.last_seen_at = ctx.now
+
+
+def record_refusal(
+    ctx: ServiceContext,
+    att: AttestationRuntime,
+    *,
+    endpoint: str,
+    app_ref: str,
+    error: SanctumError,
+) -> None:
+    """Audit and count a refused attempt (in the caller's transaction, which commits).
+
+    Rate-limited attempts are only counted: auditing them would let a flood fill the log.
+    """
+    att.metrics.count(endpoint, "refused", error.code)
+    if isinstance(error, RateLimitedError):
+        return
+    app = ctx.extras.get("app")
+    account_id = app.account_id if isinstance(app, App) else None
+    audit(
+        ctx,
+        "attestation.refused",
+        account_id=account_id,
+        target_type="app",
+        target_id=app.id if isinstance(app, App) else app_ref[:320],
+        outcome=Outcome.failure if isinstance(error, UnavailableError) else Outcome.denied,
+        severity=Severity.warning,
+        details={
+            "endpoint": endpoint,
+            "code": error.code,
+            "reason": error.message[:500],
+            "details": jsonable(dict(error.details)) if error.details else {},
+        },
+    )
+
+
+def jsonable(value: Any) -> Any:
+    """Return ``value`` with anything JSON cannot hold turned into text."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    return str(value)
+
+
+# --- Dry run ------------------------------------------------------------------------------------
+
+
+def dry_run(
+    ctx: ServiceContext,
+    att: AttestationRuntime,
+    body: VerifyEvidenceRequest,
+    *,
+    authorise: Callable[[App], None],
+) -> VerifyEvidenceResponse:
+    """Appraise a quote against an app's policy and explain every check; issue nothing.
+
+    Args:
+        ctx: The service context.
+        att: The attestation runtime.
+        body: The evidence and the app (with ``nonce`` and ``csr``, the binding and the
+            requested names are checked too).
+        authorise: Raises unless the caller may read the app (called once it is resolved).
+
+    Raises:
+        NotFoundError: Unknown app.
+        PermissionDeniedError: The caller may not read the app.
+        EvidenceError: The quote does not verify (``quote.*``, ``pck.*``, ``tcb.*``...) or
+            simulated evidence the settings do not trust (``attest.simulated_not_allowed``).
+        UnavailableError: Collateral could not be obtained.
+    """
+    app = resolve_app(ctx.session, body.app)
+    authorise(app)
+    account = ctx.session.get(Account, app.account_id)
+    if account is None:  # pragma: no cover (foreign key)
+        raise AttestationRefusedError("the app's account is gone", code="attest.app_unknown")
+    policy = app_policy(app)
+    try:
+        verified = verify_for_account(
+            att,
+            account,
+            body.quote,
+            body.collateral,
+            now=ctx.now,
+            allow_expired_collateral=policy.unsafe_allow_expired_collateral,
+            min_tcb_evaluation_data_number=policy.min_tcb_evaluation_data_number,
+        )
+    except SanctumError as error:
+        att.metrics.count("verify-evidence", "refused", error.code)
+        raise
+    appraisal = _appraise(ctx, app, policy, verified)
+    extra: list[Check] = []
+    csr = None
+    if body.csr is not None:
+        try:
+            csr = load_csr(body.csr)
+        except EvidenceError as error:
+            extra.append(Check("csr.valid", "fail", error.code, error.message))
+    if csr is not None and body.nonce is not None:
+        try:
+            check_binding(verified.report_data, body.nonce, spki_der(csr.public_key()))
+            extra.append(
+                Check(
+                    "binding.report_data",
+                    "pass",
+                    "attest.binding_mismatch",
+                    "the report data binds this nonce and this CSR key",
+                )
+            )
+        except BindingError as error:
+            extra.append(Check("binding.report_data", "fail", error.code, error.message))
+    if csr is not None:
+        extra.append(_domain_check(_requested_sans(csr), approved_domains(ctx, app.id)))
+    appraisal = appraisal.with_checks(extra)
+    failures = appraisal.failures
+    att.metrics.count(
+        "verify-evidence",
+        "refused" if failures else "accepted",
+        failures[0].code if failures else "ok",
+    )
+    return VerifyEvidenceResponse.model_validate(
+        {**appraisal.to_dict(), "verified": verified.to_dict()}
+    )

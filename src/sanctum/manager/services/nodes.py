@@ -1,0 +1,352 @@
+"""Nodes: machines that join with a single-use token and a verified quote of their platform.
+
+An editor registers a node and receives a join token (shown once, stored as a hash, expiring).
+The node answers a challenge like a workload (its quote binds the nonce and its CSR key) and
+presents the token; the manager verifies the quote, records the platform (FMSPC, PCK identity,
+TCB status and advisories, simulated or not) and issues the node a certificate. A node can be
+deactivated (its certificate is revoked), re-attest with a new token, and is flagged when its
+stored quote no longer meets the node policy after a collateral refresh
+(:func:`refresh_nodes`).
+
+The node policy is the default attestation policy's TCB part (``UpToDate`` and
+``SWHardeningNeeded``); simulated evidence follows the account's simulation setting.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import secrets
+from collections.abc import Sequence
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from sanctum.attestation.result import VerifiedQuote
+from sanctum.errors import (
+    ConflictError,
+    EvidenceError,
+    NotFoundError,
+    PermissionDeniedError,
+    SanctumError,
+    UsageError,
+)
+from sanctum.manager.ca import issue_workload_certificate, load_csr
+from sanctum.manager.errors import RateLimitedError
+from sanctum.manager.models import Account
+from sanctum.manager.models_attestation import Node, NodeStatus
+from sanctum.manager.policy import DEFAULT_ACCEPTED_TCB_STATUSES, attestation_claims
+from sanctum.manager.schemas_attestation import NodeJoin
+from sanctum.manager.services.attestation import (
+    AttestationRefusedError,
+    AttestationRuntime,
+    verify_for_account,
+)
+from sanctum.manager.services.audit import Outcome, Severity, audit
+from sanctum.manager.services.certificates import (
+    ensure_account_ca,
+    record_certificate,
+    revoke_where,
+    serial_hex,
+)
+from sanctum.manager.services.context import ServiceContext
+from sanctum.protocol.binding import check_binding, spki_der
+
+__all__ = [
+    "NODE_CERTIFICATE_VALIDITY",
+    "create_node",
+    "deactivate_node",
+    "get_node",
+    "join_node",
+    "list_nodes",
+    "new_join_token",
+    "record_join_refusal",
+    "refresh_nodes",
+]
+
+NODE_CERTIFICATE_VALIDITY = dt.timedelta(days=30)
+_TOKEN_PREFIX = "snj_"  # noqa: S105 (a public prefix, not a secret)
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(b"sanctum-node-join\x00" + token.encode()).hexdigest()
+
+
+def _new_token(ctx: ServiceContext, node: Node) -> str:
+    token = _TOKEN_PREFIX + secrets.token_urlsafe(32)
+    node.join_token_hash = _token_hash(token)
+    node.join_token_expires_at = ctx.now + dt.timedelta(
+        seconds=ctx.runtime.settings.node_join_token_ttl_seconds
+    )
+    return token
+
+
+def create_node(ctx: ServiceContext, account_id: str, name: str) -> tuple[Node, str]:
+    """Register a node; return it with its join token (shown once).
+
+    Raises:
+        ConflictError: The name is taken in the account (``node.name_taken``).
+    """
+    node = Node(
+        account_id=account_id,
+        name=name,
+        status=NodeStatus.pending,
+        advisory_ids=[],
+        simulated=False,
+        created_by=ctx.actor.user_id or ctx.actor.id,
+        created_at=ctx.now,
+    )
+    token = _new_token(ctx, node)
+    try:
+        with ctx.session.begin_nested():
+            ctx.session.add(node)
+            ctx.session.flush()
+    except IntegrityError as error:
+        raise ConflictError(f"a node named {name!r} exists", code="node.name_taken") from error
+    audit(
+        ctx,
+        "node.created",
+        account_id=account_id,
+        target_type="node",
+        target_id=node.id,
+        details={"name": name},
+    )
+    return node, token
+
+
+def new_join_token(ctx: ServiceContext, account_id: str, node_id: str) -> tuple[Node, str]:
+    """Give a node a new join token (to re-attest, or after a failed join).
+
+    Raises:
+        NotFoundError: No such node.
+    """
+    node = get_node(ctx, account_id, node_id)
+    token = _new_token(ctx, node)
+    audit(ctx, "node.token_issued", account_id=account_id, target_type="node", target_id=node.id)
+    return node, token
+
+
+def list_nodes(ctx: ServiceContext, account_id: str) -> Sequence[Node]:
+    """Return the account's nodes by name."""
+    return ctx.session.scalars(
+        select(Node).where(Node.account_id == account_id).order_by(Node.name)
+    ).all()
+
+
+def get_node(ctx: ServiceContext, account_id: str, node_id: str) -> Node:
+    """Return one node by id or name.
+
+    Raises:
+        NotFoundError: No such node (``node.not_found``).
+    """
+    node = ctx.session.scalars(
+        select(Node).where(
+            Node.account_id == account_id, (Node.id == node_id) | (Node.name == node_id)
+        )
+    ).first()
+    if node is None:
+        raise NotFoundError("no such node", code="node.not_found")
+    return node
+
+
+def _tcb_problem(verified: VerifiedQuote) -> str | None:
+    if verified.status not in DEFAULT_ACCEPTED_TCB_STATUSES:
+        return f"TCB status {verified.status} is not accepted for nodes"
+    return None
+
+
+def _record_platform(node: Node, verified: VerifiedQuote, quote: bytes) -> None:
+    node.tee = verified.tee
+    node.fmspc = verified.platform.fmspc.hex()
+    node.pck_identity = f"{verified.platform.pce_id.hex()}:{verified.platform.ppid.hex()}"
+    node.tcb_status = str(verified.status)
+    node.advisory_ids = list(verified.advisory_ids)
+    node.simulated = verified.simulated
+    node.last_quote = quote
+
+
+def join_node(
+    ctx: ServiceContext, att: AttestationRuntime, body: NodeJoin
+) -> tuple[Node, str, list[str], str]:
+    """Verify a joining node and issue its certificate.
+
+    The nonce is consumed by the caller first (like an attestation).
+
+    Returns:
+        The node, its certificate (PEM), the chain and the account's root.
+
+    Raises:
+        PermissionDeniedError: Unknown, used or expired token (``node.token_invalid``).
+        AttestationRefusedError: The platform is refused (``node.tcb_status_rejected``,
+            ``attest.simulated_not_allowed``...).
+        EvidenceError: The quote, the CSR or the binding is refused.
+    """
+    node = ctx.session.scalars(
+        select(Node).where(Node.join_token_hash == _token_hash(body.token)).with_for_update()
+    ).first()
+    if (
+        node is None
+        or node.join_token_expires_at is None
+        or node.join_token_expires_at <= ctx.now
+        or node.status == NodeStatus.deactivated
+    ):
+        raise PermissionDeniedError(
+            "the join token is unknown, used, expired or for a deactivated node",
+            code="node.token_invalid",
+        )
+    ctx.extras["node"] = node
+    node.join_token_hash = None
+    node.join_token_expires_at = None
+    account = ctx.session.get(Account, node.account_id)
+    if account is None:  # pragma: no cover (foreign key)
+        raise NotFoundError("no such account", code="account.not_found")
+    csr = load_csr(body.csr)
+    try:
+        verified = verify_for_account(
+            att, account, body.quote, body.collateral, now=ctx.now, allow_expired_collateral=False
+        )
+        check_binding(verified.report_data, body.nonce, spki_der(csr.public_key()))
+    except EvidenceError:
+        node.status = NodeStatus.failed
+        raise
+    _record_platform(node, verified, body.quote)
+    problem = _tcb_problem(verified)
+    if problem is not None:
+        node.status = NodeStatus.failed
+        node.flag = problem
+        raise AttestationRefusedError(problem, code="node.tcb_status_rejected")
+    with ctx.session.begin_nested():
+        ca = ensure_account_ca(ctx, node.account_id, att.ca_cache)
+        certificate = issue_workload_certificate(
+            ca,
+            csr,
+            subject=node.name[:64],
+            sans=[],
+            validity=NODE_CERTIFICATE_VALIDITY,
+            serial=x509.random_serial_number(),
+            attestation=attestation_claims(verified),
+            now=ctx.now,
+        )
+        revoke_where(ctx, node.account_id, reason="superseded", node_id=node.id)
+        record_certificate(ctx, node.account_id, certificate, sans=[], node_id=node.id)
+    node.status = NodeStatus.active
+    node.flag = None
+    node.attested_at = ctx.now
+    node.certificate_serial = serial_hex(certificate.serial_number)
+    audit(
+        ctx,
+        "node.joined",
+        account_id=node.account_id,
+        target_type="node",
+        target_id=node.id,
+        details={
+            "fmspc": node.fmspc,
+            "tcb_status": node.tcb_status,
+            "advisory_ids": node.advisory_ids,
+            "simulated": node.simulated,
+            "certificate_serial": node.certificate_serial,
+        },
+    )
+    pem = certificate.public_bytes(serialization.Encoding.PEM).decode("ascii")
+    return node, pem, ca.chain_pem(), ca.root_pem()
+
+
+def deactivate_node(ctx: ServiceContext, account_id: str, node_id: str) -> Node:
+    """Deactivate a node: it can no longer join, and its certificate is revoked.
+
+    Raises:
+        NotFoundError: No such node.
+        ConflictError: Already deactivated (``node.deactivated``).
+    """
+    node = get_node(ctx, account_id, node_id)
+    if node.status == NodeStatus.deactivated:
+        raise ConflictError("the node is already deactivated", code="node.deactivated")
+    node.status = NodeStatus.deactivated
+    node.join_token_hash = None
+    node.join_token_expires_at = None
+    audit(
+        ctx,
+        "node.deactivated",
+        account_id=account_id,
+        target_type="node",
+        target_id=node.id,
+        severity=Severity.warning,
+    )
+    revoke_where(ctx, account_id, reason="cessationOfOperation", node_id=node.id)
+    return node
+
+
+def refresh_nodes(
+    ctx: ServiceContext, att: AttestationRuntime, account_id: str
+) -> tuple[int, list[Node]]:
+    """Re-verify every active node's last quote with current collateral; flag failures.
+
+    Returns:
+        How many nodes were checked, and the nodes flagged now.
+
+    Raises:
+        UsageError: No collateral source is configured (``node.collateral_source_missing``).
+        UnavailableError: The collateral source could not answer.
+    """
+    account = ctx.session.get(Account, account_id)
+    if account is None:
+        raise NotFoundError("no such account", code="account.not_found")
+    if att.collateral_source is None:
+        raise UsageError(
+            "the manager has no collateral source to refresh with",
+            code="node.collateral_source_missing",
+            hint="configure pcs_url or collateral_dir",
+        )
+    flagged: list[Node] = []
+    nodes = ctx.session.scalars(
+        select(Node).where(Node.account_id == account_id, Node.status == NodeStatus.active)
+    ).all()
+    for node in nodes:
+        if node.last_quote is None:
+            continue
+        try:
+            verified = verify_for_account(
+                att, account, node.last_quote, None, now=ctx.now, allow_expired_collateral=False
+            )
+        except EvidenceError as error:
+            problem: str | None = f"the quote no longer verifies: {error.code}"
+        else:
+            node.tcb_status = str(verified.status)
+            node.advisory_ids = list(verified.advisory_ids)
+            problem = _tcb_problem(verified)
+        if problem is None:
+            continue
+        node.status = NodeStatus.failed
+        node.flag = problem[:200]
+        flagged.append(node)
+        audit(
+            ctx,
+            "node.flagged",
+            account_id=account_id,
+            target_type="node",
+            target_id=node.id,
+            outcome=Outcome.failure,
+            severity=Severity.warning,
+            details={"reason": problem},
+        )
+    return len(nodes), flagged
+
+
+def record_join_refusal(ctx: ServiceContext, att: AttestationRuntime, error: SanctumError) -> None:
+    """Audit and count a refused node join (in the caller's transaction, which commits)."""
+    att.metrics.count("node-join", "refused", error.code)
+    if isinstance(error, RateLimitedError):
+        return
+    node = ctx.extras.get("node")
+    audit(
+        ctx,
+        "node.join_refused",
+        account_id=node.account_id if isinstance(node, Node) else None,
+        target_type="node",
+        target_id=node.id if isinstance(node, Node) else None,
+        outcome=Outcome.denied,
+        severity=Severity.warning,
+        details={"code": error.code, "reason": error.message[:500]},
+    )
