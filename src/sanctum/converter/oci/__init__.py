@@ -1,0 +1,165 @@
+"""OCI image I/O: read and write images in registries, OCI layouts and docker-archive tarballs.
+
+Open a store from a reference and use the :class:`~sanctum.converter.oci.store.ImageSource` /
+:class:`~sanctum.converter.oci.store.ImageSink` Protocols::
+
+    ref = parse_image_reference("docker://127.0.0.1:5000/app:1.0")
+    with open_source(ref) as source:
+        manifest = source.manifest()          # resolved to linux/amd64
+        with source.open_blob(manifest.layers[0]) as layer:
+            ...                               # verified against its digest at EOF
+
+Every read is digest-verified, memory stays bounded whatever the image size, and manifests are
+written byte for byte as read.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sanctum.converter.oci.archive import ArchiveSink, ArchiveSource
+from sanctum.converter.oci.copy import CopyProgress, CopyResult, copy_image, transfer_blob
+from sanctum.converter.oci.layout import LayoutSink, LayoutSource
+from sanctum.converter.oci.model import (
+    Descriptor,
+    HistoryEntry,
+    ImageConfig,
+    Index,
+    Manifest,
+    Platform,
+)
+from sanctum.converter.oci.reference import (
+    ArchiveReference,
+    ImageReference,
+    LayoutReference,
+    RegistryReference,
+    parse_image_reference,
+)
+from sanctum.converter.oci.registry import (
+    DEFAULT_CHUNK_SIZE,
+    RegistryAuth,
+    RegistryClient,
+    RegistrySink,
+    RegistrySource,
+    auth_from_docker_config,
+)
+from sanctum.converter.oci.store import BlobReader, ImageSink, ImageSource, MemoryImageStore
+
+__all__ = [
+    "ArchiveReference",
+    "BlobReader",
+    "CopyProgress",
+    "CopyResult",
+    "Descriptor",
+    "HistoryEntry",
+    "ImageConfig",
+    "ImageReference",
+    "ImageSink",
+    "ImageSource",
+    "Index",
+    "LayoutReference",
+    "Manifest",
+    "MemoryImageStore",
+    "Platform",
+    "RegistryAuth",
+    "RegistryReference",
+    "copy_image",
+    "open_sink",
+    "open_source",
+    "parse_image_reference",
+    "transfer_blob",
+]
+
+
+def _registry_client(
+    ref: RegistryReference,
+    *,
+    push: bool,
+    auth: RegistryAuth | None,
+    docker_config: Path | None,
+    unsafe_plain_http: bool,
+    verify: bool | str,
+) -> RegistryClient:
+    if auth is None and docker_config is not None:
+        auth = auth_from_docker_config(docker_config, ref.registry)
+    return RegistryClient(
+        ref, auth=auth, push=push, unsafe_plain_http=unsafe_plain_http, verify=verify
+    )
+
+
+def open_source(
+    ref: ImageReference | str,
+    *,
+    auth: RegistryAuth | None = None,
+    docker_config: Path | None = None,
+    unsafe_plain_http: bool = False,
+    verify: bool | str = True,
+) -> RegistrySource | LayoutSource | ArchiveSource:
+    """Open an image source for ``ref`` (nothing is fetched until first use, except archives).
+
+    Args:
+        ref: A parsed reference or its text.
+        auth: Registry credentials (they take precedence over ``docker_config``).
+        docker_config: A docker ``config.json`` to take registry credentials from.
+        unsafe_plain_http: Talk plain HTTP to a non-loopback registry.
+        verify: TLS verification for registries (True or a CA bundle path).
+
+    Raises:
+        sanctum.errors.UsageError: ``ref`` is not a valid reference, or the docker config is bad.
+        sanctum.converter.errors.ImageError: A docker-archive is missing or malformed.
+    """
+    if isinstance(ref, str):
+        ref = parse_image_reference(ref)
+    if isinstance(ref, RegistryReference):
+        client = _registry_client(
+            ref,
+            push=False,
+            auth=auth,
+            docker_config=docker_config,
+            unsafe_plain_http=unsafe_plain_http,
+            verify=verify,
+        )
+        return RegistrySource(ref, client)
+    if isinstance(ref, LayoutReference):
+        return LayoutSource(ref)
+    return ArchiveSource(ref)
+
+
+def open_sink(
+    ref: ImageReference | str,
+    *,
+    auth: RegistryAuth | None = None,
+    docker_config: Path | None = None,
+    unsafe_plain_http: bool = False,
+    verify: bool | str = True,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> RegistrySink | LayoutSink | ArchiveSink:
+    """Open an image sink for ``ref``.
+
+    Args:
+        ref: A parsed reference or its text.
+        auth: Registry credentials (they take precedence over ``docker_config``).
+        docker_config: A docker ``config.json`` to take registry credentials from.
+        unsafe_plain_http: Talk plain HTTP to a non-loopback registry.
+        verify: TLS verification for registries (True or a CA bundle path).
+        chunk_size: Registry blobs larger than this are uploaded in chunks of this size.
+
+    Raises:
+        sanctum.errors.UsageError: ``ref`` is not a valid reference, or the docker config is bad.
+        sanctum.converter.errors.ImageError: A layout or archive target cannot be written.
+    """
+    if isinstance(ref, str):
+        ref = parse_image_reference(ref)
+    if isinstance(ref, RegistryReference):
+        client = _registry_client(
+            ref,
+            push=True,
+            auth=auth,
+            docker_config=docker_config,
+            unsafe_plain_http=unsafe_plain_http,
+            verify=verify,
+        )
+        return RegistrySink(ref, client, chunk_size=chunk_size)
+    if isinstance(ref, LayoutReference):
+        return LayoutSink(ref)
+    return ArchiveSink(ref)

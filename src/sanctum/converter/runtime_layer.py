@@ -1,0 +1,162 @@
+"""The Sanctum runtime layer: one deterministic tar.gz layer added on top of the original image.
+
+It holds the launcher and the signed enclave manifest under ``/sanctum/``. The same files always
+give the same bytes, hence the same layer digest, so conversions are reproducible:
+
+- entries sorted by path, parent directories created explicitly (mode 0755);
+- every entry has mtime 0, uid/gid 0, empty user/group names, and a fixed mode;
+- POSIX ustar headers only (no PAX/GNU extension records that could carry timestamps);
+- gzip with mtime 0, no file name in the header, and a fixed compression level.
+
+The layer is built in memory: it holds a manifest, a SIGSTRUCT, a Gramine manifest and the launcher
+executable, a few megabytes at most.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import posixpath
+import tarfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from sanctum.converter.manifest_errors import BuildOptionError
+
+__all__ = [
+    "EXEC_MODE",
+    "FILE_MODE",
+    "RuntimeFile",
+    "RuntimeLayer",
+    "build_runtime_layer",
+]
+
+#: Mode of regular runtime files.
+FILE_MODE: Final = 0o644
+#: Mode of executables and directories.
+EXEC_MODE: Final = 0o755
+_GZIP_LEVEL: Final = 6
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeFile:
+    """A file of the runtime layer.
+
+    Attributes:
+        path: Absolute path in the image, for example ``/sanctum/manifest.json``.
+        data: Its content.
+        mode: Its permission bits.
+    """
+
+    path: str
+    data: bytes
+    mode: int = FILE_MODE
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeLayer:
+    """A built runtime layer.
+
+    Attributes:
+        blob: The compressed layer (``tar+gzip``).
+        digest: ``sha256:`` of ``blob`` (the layer descriptor's digest).
+        diff_id: ``sha256:`` of the uncompressed tar (the config's ``rootfs.diff_ids`` entry).
+        tar_size: Size of the uncompressed tar.
+    """
+
+    blob: bytes
+    digest: str
+    diff_id: str
+    tar_size: int
+
+    @property
+    def size(self) -> int:
+        """Size of the compressed blob."""
+        return len(self.blob)
+
+
+def _tar_info(name: str, *, size: int, mode: int, is_dir: bool) -> tarfile.TarInfo:
+    """Return a header with every variable field pinned."""
+    info = tarfile.TarInfo(name)
+    info.type = tarfile.DIRTYPE if is_dir else tarfile.REGTYPE
+    info.size = 0 if is_dir else size
+    info.mode = mode
+    info.mtime = 0
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    return info
+
+
+def _check_path(path: str) -> str:
+    """Return ``path`` without its leading slash after checking it.
+
+    Raises:
+        BuildOptionError: Not an absolute, normalised path below ``/``.
+    """
+    if not path.startswith("/") or posixpath.normpath(path) != path or path == "/":
+        raise BuildOptionError(
+            f"runtime file path {path!r} is not an absolute, normalised file path",
+            code="build.path_invalid",
+        )
+    return path[1:]
+
+
+def build_runtime_layer(files: Sequence[RuntimeFile]) -> RuntimeLayer:
+    """Build the deterministic runtime layer holding ``files``.
+
+    Args:
+        files: The files; their parent directories are added automatically.
+
+    Returns:
+        The layer with its digests.
+
+    Raises:
+        BuildOptionError: A path is invalid, duplicated or too long for a ustar header.
+    """
+    entries: dict[str, RuntimeFile | None] = {}
+    for item in files:
+        name = _check_path(item.path)
+        if name in entries:
+            raise BuildOptionError(
+                f"runtime file {item.path} is given twice", code="build.path_invalid"
+            )
+        entries[name] = item
+        parent = posixpath.dirname(name)
+        while parent:
+            if isinstance(entries.get(parent), RuntimeFile):
+                raise BuildOptionError(
+                    f"runtime path /{parent} is both a file and a directory",
+                    code="build.path_invalid",
+                )
+            entries[parent] = None
+            parent = posixpath.dirname(parent)
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for name in sorted(entries):
+            entry = entries[name]
+            try:
+                if entry is None:
+                    tar.addfile(_tar_info(name, size=0, mode=EXEC_MODE, is_dir=True))
+                else:
+                    info = _tar_info(name, size=len(entry.data), mode=entry.mode, is_dir=False)
+                    tar.addfile(info, io.BytesIO(entry.data))
+            except ValueError as error:
+                raise BuildOptionError(
+                    f"runtime path /{name} cannot be stored in a ustar header: {error}",
+                    code="build.path_invalid",
+                ) from error
+    tar_bytes = raw.getvalue()
+    compressed = io.BytesIO()
+    with gzip.GzipFile(
+        filename="", mode="wb", fileobj=compressed, compresslevel=_GZIP_LEVEL, mtime=0
+    ) as gz:
+        gz.write(tar_bytes)
+    blob = compressed.getvalue()
+    return RuntimeLayer(
+        blob=blob,
+        digest="sha256:" + hashlib.sha256(blob).hexdigest(),
+        diff_id="sha256:" + hashlib.sha256(tar_bytes).hexdigest(),
+        tar_size=len(tar_bytes),
+    )
