@@ -13,13 +13,14 @@ LOCK := requirements/dev.lock
 APT_PACKAGES := $(shell sed 's/#.*//' requirements/apt.txt)
 LINT_PATHS := $(wildcard src tests benchmarks)
 
-.PHONY: help venv system-deps lint test test-fast demo bench clean lock
+.PHONY: help venv system-deps lint test test-fast demo bench clean lock launcher
 
 help:
 	@echo "make demo   run the Sanctum demo (bootstraps .venv first)"
 	@echo "make test   lint + the whole test suite (bootstraps .venv and system packages)"
 	@echo "make lint   ruff check, ruff format --check, mypy --strict"
 	@echo "make bench  run the benchmarks in benchmarks/ and print their results"
+	@echo "make launcher  build the static launcher executable (build/launcher/sanctum-launcher)"
 	@echo "make clean  remove the virtualenv, caches and demo state"
 	@echo "make lock   re-resolve requirements/dev.lock from pyproject.toml"
 
@@ -46,15 +47,23 @@ test: venv system-deps lint
 test-fast: venv
 	$(BIN)/pytest -x -q -m "not slow"
 
-demo: venv
-	$(BIN)/sanctum --help
+# The end-to-end demo (sanctum demo): manager, conversion, attestation, refusals. State: .sanctum/
+demo: venv system-deps launcher
+	$(BIN)/sanctum demo $(DEMO_ARGS)
 
 bench: venv
 	@for b in benchmarks/bench_*.py; do [ -e "$$b" ] || continue; echo "== $$b"; $(BIN)/python "$$b"; done
 
+# The self-contained static launcher the converter ships as /sanctum/launcher (ADR 0101).
+LAUNCHER_BIN := build/launcher/sanctum-launcher
+launcher: $(LAUNCHER_BIN)
+
+$(LAUNCHER_BIN): $(STAMP) $(wildcard src/sanctum/launcher/*.py src/sanctum/protocol/*.py src/sanctum/platforms/*.py src/sanctum/converter/manifest*.py src/sanctum/converter/sigstruct.py src/sanctum/converter/measurement.py)
+	$(BIN)/python -m sanctum.launcher.build --out $@
+
 lock:
 	$(PYTHON) -m pip install --quiet uv
-	$(PYTHON) -m uv pip compile --python-version 3.11 pyproject.toml --extra test -o $(LOCK) --no-header --quiet
+	$(PYTHON) -m uv pip compile --python-version 3.11 pyproject.toml --extra test --extra launcher-build -o $(LOCK) --no-header --quiet
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis .sanctum build src/*.egg-info

@@ -20,7 +20,29 @@ __all__ = ["cli", "main"]
 # Noun groups, one module each: command name -> "module:attribute". Keep the list sorted.
 # Modules are imported only when their command runs, so `sanctum --help` and the launcher's
 # start-up stay fast and one part's dependencies never load for another part's command.
-_GROUPS: dict[str, str] = {}
+_GROUPS: dict[str, str] = {
+    "accounts": "sanctum.cli.accounts:group",
+    "apikeys": "sanctum.cli.apikeys:group",
+    "apps": "sanctum.cli.apps:group",
+    "audit": "sanctum.cli.audit:group",
+    "builds": "sanctum.cli.builds:group",
+    "ca": "sanctum.cli.ca:group",
+    "certs": "sanctum.cli.certs:group",
+    "collateral": "sanctum.cli.collateral:group",
+    "convert": "sanctum.cli.convert:command",
+    "demo": "sanctum.cli.demo:command",
+    "domains": "sanctum.cli.domains:group",
+    "files": "sanctum.cli.files:group",
+    "inspect": "sanctum.cli.inspect:group",
+    "launcher": "sanctum.cli.launcher:group",
+    "login": "sanctum.cli.login:command",
+    "manager": "sanctum.cli.manager:group",
+    "nodes": "sanctum.cli.nodes:group",
+    "platform": "sanctum.cli.platform:group",
+    "quote": "sanctum.cli.quote:group",
+    "tasks": "sanctum.cli.tasks:group",
+    "users": "sanctum.cli.users:group",
+}
 
 
 class _RootGroup(SanctumGroup):
