@@ -40,7 +40,12 @@ ACCOUNT = "default"
 
 
 def simulation_settings(tmp_path: Path) -> dict[str, Any]:
-    """Manager settings that trust the simulation PKI in ``tmp_path`` for the default account."""
+    """Manager settings that trust the simulation PKI in ``tmp_path`` for the default account.
+
+    The platform side owns that PKI (the manager reads only its root), so it is created here,
+    as the simulated quoting service would, before any manager starts with these settings.
+    """
+    simulation_pki(tmp_path)
     return {
         "simulation_enabled": True,
         "simulation_accounts": (ACCOUNT,),

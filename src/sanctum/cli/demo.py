@@ -231,6 +231,7 @@ def _start_manager(demo: Demo) -> None:
         SANCTUM_MANAGER_BOOTSTRAP_ADMIN_EMAIL=_ADMIN,
         SANCTUM_MANAGER_SIMULATION_ENABLED="true",
         SANCTUM_MANAGER_SIMULATION_ACCOUNTS=json.dumps([_ACCOUNT]),
+        SANCTUM_MANAGER_SIMULATION_PKI_DIR=str(demo.root / "simulation"),
         SANCTUM_MANAGER_UNSAFE_FAST_PASSWORD_HASHING="true",  # noqa: S106 (a switch, not a secret)
         SANCTUM_MANAGER_PUBLIC_URL=f"https://127.0.0.1:{port}",
     )
@@ -291,7 +292,9 @@ def _start_quoting_service(demo: Demo) -> None:
     short = Path(tempfile.mkdtemp(prefix="sanctum-demo-", dir="/tmp"))
     demo.cleanups.append(lambda: shutil.rmtree(short, ignore_errors=True))
     demo.sim_qe_socket = short / "qe.sock"
-    server = start_sim_qe(demo.root / "manager" / "simulation", socket_path=demo.sim_qe_socket)
+    # The platform side owns the simulation PKI (created here, before the manager starts);
+    # the manager reads only its root certificate.
+    server = start_sim_qe(demo.root / "simulation", socket_path=demo.sim_qe_socket)
     server.start_in_thread()
     demo.cleanups.append(server.close)
     demo.say(f"simulated quoting service (SIMULATED, host side): unix:{demo.sim_qe_socket}")
@@ -873,7 +876,7 @@ def run_demo(
     demo.runner = runner
     steps: list[tuple[str, list[Callable[[Demo], None]]]] = [
         ("Start the Enclave Manager and the simulated quoting service",
-         [_start_manager, _start_quoting_service]),
+         [_start_quoting_service, _start_manager]),
         ("Build a sample backend image from local Debian packages", [_build_sample]),
         ("Create the app, convert the image, approve build and domain",
          [_create_app, _convert_and_register]),

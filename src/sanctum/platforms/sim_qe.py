@@ -331,8 +331,8 @@ def start_sim_qe(
     0 picks a free port) is given.
 
     Args:
-        state_dir: Directory of ``simulation-pki.json``; use the manager's data directory so
-            the quotes chain to the root the manager trusts.
+        state_dir: Directory of ``simulation-pki.json`` (created here on first use); point the
+            manager's ``simulation_pki_dir`` at it so the quotes chain to the root it trusts.
         socket_path: Unix socket to listen on.
         port: Loopback TCP port to listen on.
         now: Clock (UTC); the collateral is issued at this time for every quote.

@@ -174,18 +174,21 @@ def verify_evidence(
     return attestation.dry_run(ctx, att, body, authorise=authorise)
 
 
-def _simulated_root(settings: ManagerSettings, runtime: Runtime) -> TrustAnchor | None:
+def _simulated_root(settings: ManagerSettings) -> TrustAnchor | None:
     if not settings.simulation_enabled:
         return None
-    from sanctum.platforms.simulated import load_or_create_simulation_pki  # noqa: PLC0415
+    from sanctum.platforms.simulated import read_simulation_root  # noqa: PLC0415
 
+    # The manager only needs the simulation *root certificate* (its trust anchor). The keys
+    # belong to the platform side (the simulated quoting service creates them), so the manager
+    # never creates, loads or stores a simulation private key.
     directory = settings.simulation_pki_dir or settings.data_dir / "simulation"
-    pki = load_or_create_simulation_pki(Path(directory), now=runtime.clock.now())
+    root_der = read_simulation_root(Path(directory))
     _log.warning(
         "the simulated platform is trusted for accounts %s: its evidence protects nothing",
         ", ".join(settings.simulation_accounts) or "(none)",
     )
-    return TrustAnchor.from_bytes(pki.root_der(), simulated=True)
+    return TrustAnchor.from_bytes(root_der, simulated=True)
 
 
 def _collateral_source(settings: ManagerSettings) -> CollateralSource | None:
@@ -231,7 +234,7 @@ def install_attestation(
     app.state.attestation = attestation.build_attestation_runtime(
         runtime,
         app.state.metrics.registry,
-        simulated_root=_simulated_root(settings, runtime),
+        simulated_root=_simulated_root(settings),
         collateral_source=_collateral_source(settings),
     )
     for module in (apps, builds, domains, nodes, certificates, ca, wellknown):

@@ -40,6 +40,7 @@ from sanctum.platforms.simulated.pki import (
     PckExtension,
     SimulationPki,
     load_or_create_simulation_pki,
+    read_simulation_root,
 )
 from sanctum.platforms.simulated.platform import SimulatedPlatform
 from sanctum.platforms.simulated.quote import QuotingEnclave
@@ -61,4 +62,5 @@ __all__ = [
     "build_qe_identity",
     "build_tcb_info",
     "load_or_create_simulation_pki",
+    "read_simulation_root",
 ]

@@ -744,6 +744,46 @@ def _write_private(path: Path, data: bytes, *, replace: bool) -> None:
         temporary.unlink(missing_ok=True)
 
 
+def read_simulation_root(state_dir: Path) -> bytes:
+    """Return the DER root certificate of the simulation PKI in ``state_dir``, nothing else.
+
+    This is what a verifier (the Enclave Manager) needs: the trust anchor. It never reads,
+    unwraps or writes the private keys, which belong to the platform side (the simulated
+    quoting service), so a manager that trusts the simulated platform holds no simulation key.
+
+    Args:
+        state_dir: Directory of ``simulation-pki.json``.
+
+    Raises:
+        SimulationPkiError: There is no PKI there yet (``simulation_pki.missing``) or the
+            document or its root certificate is malformed (``simulation_pki.malformed``).
+    """
+    path = state_dir / SIMULATION_PKI_FILENAME
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError as exc:
+        raise SimulationPkiError(
+            f"no simulation PKI at {path}",
+            code="simulation_pki.missing",
+            hint=(
+                "the simulated platform creates it: run `sanctum platform sim-qe serve "
+                f"--state-dir {state_dir} ...` (or `sanctum platform quote --simulated "
+                f"--state-dir {state_dir} ...`) once before starting the manager"
+            ),
+        ) from exc
+    try:
+        document = json.loads(data)
+        if (document.get("format"), document.get("version")) != (_FORMAT, _FORMAT_VERSION):
+            raise ValueError("unknown format or version")  # noqa: TRY301 (one error path)
+        root = x509.load_pem_x509_certificate(document["certificates"]["root"].encode("ascii"))
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise SimulationPkiError(
+            f"the simulation PKI document {path} is malformed: {exc}",
+            code="simulation_pki.malformed",
+        ) from exc
+    return root.public_bytes(serialization.Encoding.DER)
+
+
 def load_or_create_simulation_pki(
     state_dir: Path,
     *,
