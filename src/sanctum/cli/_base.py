@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from collections.abc import Callable
 from typing import Any, Final, TypeVar
 
@@ -101,17 +100,3 @@ class SanctumGroup(click.Group):
 
     command_class = SanctumCommand
     group_class = type  # Sub-groups are SanctumGroup too.
-
-
-def fail_usage(message: str) -> None:
-    """Raise a usage error from inside a command (exit code 2).
-
-    Raises:
-        UsageError: Always.
-    """
-    raise UsageError(message, code="usage.invalid")
-
-
-def is_tty() -> bool:
-    """Return whether stdout is an interactive terminal."""
-    return sys.stdout.isatty()

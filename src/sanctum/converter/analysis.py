@@ -114,10 +114,6 @@ class FileSystemListing:
     files: Mapping[str, FileEntry]
     layer_count: int
 
-    def regular_files(self) -> Iterator[FileEntry]:
-        """Yield the entries with content (regular files and hard links), sorted by path."""
-        return (e for e in self.files.values() if e.kind in {"file", "hardlink"})
-
     @property
     def total_size(self) -> int:
         """Return the summed size of all regular files (hard links counted once)."""
