@@ -212,6 +212,7 @@ def main() -> None:
             base_cmd = [sys.executable, "-c", entry, "convert", *flags, "--json"]
             sides["sanctum baseline"] = (base_cmd, base_env)
         results: dict[str, list[tuple[float, int, float]]] = {name: [] for name in sides}
+        loads: list[float] = []
         first: dict[str, object] = {}
         second: dict[str, object] = {}
         again: tuple[float, int, float] | None = None
@@ -231,6 +232,7 @@ def main() -> None:
                     root = work / f"dst-{number}-{name.replace(' ', '-')}"
                     with registry(root) as dst:
                         target = f"docker://{dst}/out:1"
+                        loads.append(os.getloadavg()[0])
                         seconds, rss, out, cpu = run_child(
                             [*command, f"docker://{src}/app:1", target], env=side_env
                         )
@@ -255,15 +257,26 @@ def main() -> None:
             seconds = median([r[0] for r in runs])
             rss = max(r[1] for r in runs)
             cpu = median([r[2] for r in runs])
+            low, high = min(r[0] for r in runs), max(r[0] for r in runs)
             print(
                 f"{label:<17} {seconds:7.2f} s  {mib / seconds:7.1f} MiB/s  "
                 f"cpu {cpu:6.2f} s  peak RSS {rss / 1e6:6.1f} MB  "
-                f"(median of {len(runs)}: {', '.join(f'{r[0]:.2f}' for r in runs)})"
+                f"(median of {len(runs)}, spread {low:.2f}-{high:.2f}: "
+                f"{', '.join(f'{r[0]:.2f}' for r in runs)})"
             )
         sk_time = median([r[0] for r in results["skopeo copy"]])
         sa_time = median([r[0] for r in results["sanctum convert"]])
         sa_rss = max(r[1] for r in results["sanctum convert"])
         print(f"throughput ratio sanctum/skopeo (medians): {sk_time / sa_time:.2f} (goal >= 0.8)")
+        ratios = sorted(
+            sk[0] / sa[0]
+            for sk, sa in zip(results["skopeo copy"], results["sanctum convert"], strict=True)
+        )
+        print(
+            f"per-round ratios: {', '.join(f'{r:.2f}' for r in ratios)}; load average "
+            f"(1 min) before the runs: median {median(loads):.1f}, {min(loads):.1f}-"
+            f"{max(loads):.1f}, on {os.cpu_count()} CPUs"
+        )
         if "sanctum baseline" in results:
             base = median([r[0] for r in results["sanctum baseline"]])
             print(f"throughput ratio baseline/skopeo (medians): {sk_time / base:.2f}")

@@ -6,7 +6,9 @@ docker-registry on 127.0.0.1, then times:
 - push: layout -> registry (skopeo copy vs sanctum copy_image), fresh repositories;
 - pull: registry -> OCI layout (skopeo copy vs sanctum copy_image);
 - re-push: pushing the same image again (Sanctum uploads nothing, only HEADs);
-- analyse: Sanctum's analyse_image from the registry (decompress, walk tar, hash every file).
+- analyse: Sanctum's analyse_image from the registry (decompress, walk tar, hash every file);
+- inflate: zlib against ISA-L (what Sanctum uses) on a realistic gzip layer (a tar of this
+  machine's shared libraries, level 6), CPU time.
 
 Prints MiB/s, the ratio Sanctum/skopeo, and the process's peak RSS. F2's bench_convert.py
 covers the whole conversion.
@@ -15,7 +17,9 @@ covers the whole conversion.
 from __future__ import annotations
 
 import argparse
+import gzip
 import hashlib
+import io
 import json
 import os
 import resource
@@ -25,14 +29,17 @@ import subprocess
 import tarfile
 import tempfile
 import time
+import zlib
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import zstandard
 
 from sanctum.converter.analysis import analyse_image
 from sanctum.converter.oci import copy_image, open_sink, open_source
+from sanctum.converter.oci.compression import gzip_inflater
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 
@@ -78,7 +85,8 @@ def make_layout(root: Path, total: int, layers: int) -> int:
     """Write the test image; return its total blob size."""
     (root / "blobs" / "sha256").mkdir(parents=True)
     (root / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
-    descs, diff_ids = [], []
+    descs: list[dict[str, Any]] = []
+    diff_ids: list[str] = []
     for i in range(layers):
         tmp = root / "tmp"
         with tmp.open("wb") as raw:
@@ -126,7 +134,7 @@ def make_layout(root: Path, total: int, layers: int) -> int:
         "annotations": {"org.opencontainers.image.ref.name": "bench"},
     }
     (root / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [entry]}))
-    return sum(d["size"] for d in descs) + len(config)
+    return sum(int(d["size"]) for d in descs) + len(config)
 
 
 def start_registry(root: Path) -> tuple[subprocess.Popen[bytes], str]:
@@ -183,10 +191,50 @@ def sanctum_copy(src: str, dst: str) -> None:
         copy_image(source, sink)
 
 
+def realistic_layer(limit: int) -> bytes:
+    """Return a gzip (level 6) tar of up to ``limit`` bytes of this machine's shared libraries."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        for path in sorted(Path("/usr/lib/x86_64-linux-gnu").rglob("*")):
+            if raw.tell() >= limit:
+                break
+            if path.is_file() and not path.is_symlink():
+                tar.add(path, arcname=str(path).lstrip("/"), recursive=False)
+    return gzip.compress(raw.getvalue(), compresslevel=6, mtime=0)
+
+
+def inflate_seconds(inflater: Callable[[], Any], data: bytes) -> tuple[float, int]:
+    """Inflate ``data`` as the analysis does (256 KiB in, 1 MiB out); return CPU s and size."""
+    start = time.process_time()
+    member, view, pos, out = inflater(), memoryview(data), 0, 0
+    while pos < len(view):
+        piece = view[pos : pos + (256 << 10)]
+        out += len(member.decompress(piece, 1 << 20))
+        pos += len(piece) - len(member.unconsumed_tail)
+    while chunk := member.decompress(b"", 1 << 20):
+        out += len(chunk)
+    return time.process_time() - start, out
+
+
+def compare_inflaters(limit: int) -> None:
+    """Print zlib's and ISA-L's inflate speed on a realistic layer (ADR 0072)."""
+    data = realistic_layer(limit)
+    rows = [("zlib", lambda: zlib.decompressobj(31)), ("ISA-L (sanctum)", gzip_inflater)]
+    speeds = {}
+    for name, inflater in rows:
+        seconds, size = min(inflate_seconds(inflater, data) for _ in range(3))
+        speeds[name] = size / seconds / 1e6
+        print(f"inflate {name:<16} {speeds[name]:7.0f} MB/s out ({size >> 20} MiB of libraries)")
+    print(f"inflate ratio ISA-L/zlib: {speeds['ISA-L (sanctum)'] / speeds['zlib']:.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--size-mib", type=int, default=512)
     parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument(
+        "--inflate-mib", type=int, default=128, help="realistic layer for the inflate comparison"
+    )
     args = parser.parse_args()
     if not shutil.which("skopeo") or not Path("/usr/bin/docker-registry").exists():
         raise SystemExit(
@@ -231,6 +279,7 @@ def main() -> None:
     print(f"analyse_image from the registry: {mib / analysis:.0f} MiB/s (compressed input)")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak RSS of this process: {peak:.0f} MiB")
+    compare_inflaters(args.inflate_mib << 20)  # Last: its test data would inflate the RSS.
 
 
 if __name__ == "__main__":

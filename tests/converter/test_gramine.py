@@ -32,6 +32,7 @@ from sanctum.converter.gramine import (
 )
 from sanctum.converter.keys import generate_signing_key, signing_key_mrsigner
 from sanctum.converter.manifest_errors import BuildOptionError, GramineToolError, SigstructError
+from sanctum.encfs.gramine import gramine_key_name
 
 MANIFEST_SHA = "cd" * 32
 
@@ -52,6 +53,12 @@ def test_toml_writer_output_is_read_back_by_tomllib() -> None:
         "arr": [{"uri": "file:/a b", "sha256": "00"}, {"uri": 'file:/"q"'}],
     }
     assert tomllib.loads(toml_dumps(doc)) == doc
+
+
+def test_toml_writer_quotes_keys_with_a_trailing_newline() -> None:
+    # A key such as an environment variable name "X\n" must not break out of its line.
+    text = toml_dumps({"loader": {"env": {"X\n[sgx]\ndebug": "1"}}})
+    assert tomllib.loads(text) == {"loader": {"env": {"X\n[sgx]\ndebug": "1"}}}
 
 
 def test_toml_writer_refuses_floats() -> None:
@@ -114,8 +121,9 @@ def test_rendered_manifest_is_complete() -> None:
         "type": "encrypted",
         "path": "/data",
         "uri": "file:/data",
-        "key_name": "sanctum_fs",
+        "key_name": gramine_key_name("/data"),
     } in mounts
+    assert gramine_key_name("/data").startswith("sanctum_fs_")
     sgx = doc["sgx"]
     assert sgx["enclave_size"] == "2G"
     assert sgx["max_threads"] == 16

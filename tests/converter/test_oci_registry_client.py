@@ -35,7 +35,9 @@ MANIFEST = Manifest.build(
 def _source(handler, *, auth=None, ref="registry.example.com/team/app:1") -> RegistrySource:
     reference = parse_image_reference(ref)
     assert isinstance(reference, RegistryReference)
-    client = RegistryClient(reference, auth=auth, transport=httpx.MockTransport(handler))
+    client = RegistryClient(
+        reference, auth=auth, transport=httpx.MockTransport(handler), sleep=lambda _: None
+    )
     return RegistrySource(reference, client)
 
 

@@ -1,8 +1,9 @@
 """``sanctum convert INPUT OUTPUT``: turn an OCI image into a shielded image, without Docker.
 
-INPUT and OUTPUT are ``docker://REGISTRY/REPO[:TAG]``, ``oci:PATH[:TAG]`` or
-``docker-archive:FILE``. The command shows a progress bar per layer on standard error and prints
-the response fields (``--json`` for the machine-readable form with Data Shield's field names).
+INPUT and OUTPUT are ``docker://REGISTRY/REPO[:TAG]``, ``oci:PATH[:TAG]``,
+``oci-archive:FILE[:TAG]`` or ``docker-archive:FILE`` (gzip-compressed as a whole too). The
+command shows a progress bar per layer on standard error and prints the response fields
+(``--json`` for the machine-readable form with Data Shield's field names).
 """
 
 from __future__ import annotations
@@ -233,7 +234,13 @@ def command(  # noqa: PLR0917 (one parameter per documented option)
 ) -> None:
     """Convert image INPUT into a shielded image OUTPUT.
 
-    INPUT/OUTPUT: docker://REGISTRY/REPO[:TAG], oci:PATH[:TAG] or docker-archive:FILE.
+    INPUT and OUTPUT are spelled as with skopeo: docker://REGISTRY/REPO[:TAG|@DIGEST] (a
+    registry), oci:PATH[:TAG] (an OCI layout directory), oci-archive:FILE[:TAG] (a tarball of an
+    OCI layout, as skopeo and podman save write it) or docker-archive:FILE[:NAME:TAG] (a docker
+    save tarball, also one gzip-compressed as a whole; written compressed when FILE ends in .gz
+    or .tgz).
+
+    Transient registry failures (connection errors, 429, 5xx) are retried with backoff.
     """
     if manager_ca is not None:
         if manager_ca_pin is not None:

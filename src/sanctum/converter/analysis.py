@@ -12,11 +12,12 @@ ever computed from verified content.
 Speed (ADR 0064): the layers are independent until they are stacked, so :func:`analyse_image`
 can read several at once in worker threads (``workers``); each worker produces the layer's
 changeset, and the changesets are applied strictly in order, in the calling thread. The hot
-path works on 1 MiB buffers only: gzip is inflated by :mod:`zlib` directly (which checks the
-CRC-32 and length trailer itself), the tar headers are parsed by :class:`tarfile.TarFile` over a
-chunked stream, and file contents are hashed from ``memoryview`` slices of the decompressed
-chunks, so zlib and hashlib run without the GIL and no byte is copied through Python's small
-reads. A hard link whose target is in a lower layer is resolved when its layer is applied.
+path works on 1 MiB buffers only: gzip is inflated directly by ISA-L (or :mod:`zlib`; either
+checks the CRC-32 and length trailer itself), the tar headers are parsed by
+:class:`tarfile.TarFile` over a chunked stream, and file contents are hashed from
+``memoryview`` slices of the decompressed chunks, so inflate and hashlib run without the GIL
+and no byte is copied through Python's small reads. A hard link whose target is in a lower
+layer is resolved when its layer is applied.
 
 The result, :class:`FileSystemListing`, maps absolute paths to :class:`FileEntry` records with
 the SHA-256 of every regular file (hard links carry their target's hash; symlinks are recorded
@@ -30,7 +31,6 @@ import hashlib
 import posixpath
 import tarfile
 import threading
-import zlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -40,8 +40,10 @@ import zstandard
 
 from sanctum.converter.errors import ImageError
 from sanctum.converter.oci.compression import (
+    INFLATE_ERRORS,
     Readable,
     decompression_errors,
+    gzip_inflater,
     sniff_compression,
 )
 from sanctum.converter.oci.model import Descriptor, ImageConfig, layer_compression
@@ -58,8 +60,10 @@ _WHITEOUT: Final = ".wh."
 _OPAQUE: Final = ".wh..wh..opq"
 _XATTR: Final = "SCHILY.xattr."
 _NO_XATTRS: Final[Mapping[str, bytes]] = MappingProxyType({})
-#: Compressed bytes read at a time, and most decompressed bytes produced at a time.
-_READ_SIZE: Final = CHUNK_SIZE
+#: Most compressed bytes read at a time: larger than a source's chunks (about 1 MiB), so a
+#: read takes a whole chunk without copying it.
+_READ_SIZE: Final = 2 * CHUNK_SIZE
+#: Most decompressed bytes produced at a time.
 _OUT_SIZE: Final = CHUNK_SIZE
 #: Compressed bytes given to zlib at a time.
 _FEED_SIZE: Final = 256 << 10
@@ -166,7 +170,7 @@ class _TarStream:
                     self._view = memoryview(chunk)
                     self._pos = 0
                     return True
-        except zlib.error as exc:
+        except INFLATE_ERRORS as exc:
             raise _CorruptStreamError(f"{type(exc).__name__}: {exc}") from None
         return False
 
@@ -270,7 +274,7 @@ def _gunzip(source: Readable, head: bytes) -> Iterator[bytes]:
             pos += len(rest) - len(rest.lstrip(b"\x00"))
             if pos == len(buf):
                 continue
-            member = zlib.decompressobj(31)
+            member = gzip_inflater()
         # Slices of _FEED_SIZE: input zlib cannot take within the output limit comes back as a
         # copy (``unconsumed_tail``), so small slices keep that copying small.
         piece = buf[pos : pos + _FEED_SIZE]

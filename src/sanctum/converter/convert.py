@@ -19,6 +19,7 @@ plus Sanctum's own (``target``, ``flags``, ``hostEnvPassthrough``, ``managerUrl`
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import functools
 import hashlib
@@ -41,7 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic.alias_generators import to_camel
 
 from sanctum.converter.analysis import FileSystemListing, analyse_image
-from sanctum.converter.errors import ImageError
+from sanctum.converter.errors import ImageError, RegistryUnavailable
 from sanctum.converter.gramine import (
     MANIFEST_JSON_PATH,
     SIGSTRUCT_PATH,
@@ -82,7 +83,7 @@ from sanctum.converter.oci.model import (
     Index,
     Manifest,
 )
-from sanctum.converter.oci.registry import RegistrySink, RegistrySource
+from sanctum.converter.oci.registry import RegistrySink, RegistrySource, is_transient
 from sanctum.converter.oci.store import (
     CHUNK_SIZE,
     BlobReader,
@@ -312,7 +313,7 @@ class _TeeReader(BlobReader):
         self,
         inner: BlobReader,
         *,
-        spool: _StreamedSpool | None,
+        spool: _StreamedSpool | _MemoryPipe | None,
         on_close: Callable[[bool], None],
     ) -> None:
         super().__init__(iter(()), inner.descriptor)
@@ -468,20 +469,99 @@ class _StreamedSpool:
         self.path.unlink(missing_ok=True)
 
 
+class _MemoryPipe:
+    """A bounded in-memory hand-over of a blob from the analysis to an upload thread.
+
+    The same contract as :class:`_StreamedSpool` without the file: the writer (the analysis'
+    tee) appends chunks, and blocks while :attr:`limit` bytes wait for the reader; the reader
+    (an upload thread) sees the end only after the writer ended the pipe after a **verified**
+    EOF, and raises :class:`_SpoolAbandonedError` when it ended otherwise. Chunks are handed
+    over by reference, never copied. When the reader gives up (:meth:`release`, after a failed
+    upload), later writes are dropped so that the analysis never waits for it.
+
+    The writer can block, so every pipe needs a reader that is, or will be, running: the
+    converter uses pipes only when there are at least as many upload threads as analysis
+    workers (a layer whose upload has not started yet then always finds a free uploader).
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._chunks: collections.deque[bytes] = collections.deque()
+        self._held = 0
+        self._changed = threading.Condition()
+        self._state: Literal["open", "verified", "abandoned"] = "open"
+        self._released = False
+        # Who waits: notifying only then saves a lock hand-over per chunk on the hot path.
+        self._writer_waits = False
+        self._reader_waits = False
+
+    def write(self, data: bytes | memoryview) -> None:
+        """Append ``data`` (writer side), waiting while the pipe is full."""
+        chunk = data if isinstance(data, bytes) else bytes(data)
+        with self._changed:
+            while self._held >= self.limit and not self._released:
+                self._writer_waits = True
+                self._changed.wait()
+                self._writer_waits = False
+            if self._released:
+                return
+            self._chunks.append(chunk)
+            self._held += len(chunk)
+            if self._reader_waits:
+                self._changed.notify_all()
+
+    def end(self, *, verified: bool) -> None:
+        """Close the writer side; ``verified`` says whether the blob matched its digest."""
+        with self._changed:
+            self._state = "verified" if verified else "abandoned"
+            self._changed.notify_all()
+
+    def read(self, size: int = -1, /) -> bytes:  # noqa: ARG002 (chunks are returned whole)
+        """Return the next chunk (reader side), waiting for one or for the end.
+
+        Raises:
+            _SpoolAbandonedError: The writer ended without a verified EOF.
+        """
+        with self._changed:
+            while not self._chunks and self._state == "open":
+                self._reader_waits = True
+                self._changed.wait()
+                self._reader_waits = False
+            if self._state == "abandoned":
+                raise _SpoolAbandonedError
+            if not self._chunks:
+                return b""
+            chunk = self._chunks.popleft()
+            self._held -= len(chunk)
+            if self._writer_waits:
+                self._changed.notify_all()
+            return chunk
+
+    def release(self) -> None:
+        """Stop reading: drop what is held and whatever the writer still writes."""
+        with self._changed:
+            self._released = True
+            self._chunks.clear()
+            self._held = 0
+            self._changed.notify_all()
+
+
 class _CopyingSource:
     """An ImageSource wrapper that copies every layer to the sink as the analysis reads it.
 
     Each original layer is read from the source **once**, by the analysis, which reads several
     layers at a time (:attr:`analysis_workers`) when the source allows concurrent reads. A layer
     the sink already has (or can mount from another repository) is only read. Any other layer is
-    copied to a private spool file as the analysis reads it, and background threads (three for a
-    registry, like a registry client's parallel blob copies; one for local sinks) upload it from
-    that file at the same time, following the analysis (:class:`_StreamedSpool`; read through a
-    :class:`SpooledBlobReader`: the bytes were hashed on the way in, so they are not hashed
-    again). An upload ends, and commits, only after the analysis verified the blob's digest; the
-    file is deleted after its upload. At most two layers wait for a free uploader (the analysis
-    waits when they do), so disk use stays bounded by a few layers; :meth:`finish_uploads`
-    waits for the uploads and re-raises the first error.
+    handed over as the analysis reads it to background threads (three for a registry, like a
+    registry client's parallel blob copies; one for local sinks) that upload it at the same
+    time, following the analysis: through a bounded in-memory pipe (:class:`_MemoryPipe`) when
+    there are as many uploaders as analysis workers, else through a private spool file
+    (:class:`_StreamedSpool`); either is read through a :class:`SpooledBlobReader` (the bytes
+    were hashed on the way in, so they are not hashed again). An upload ends, and commits, only
+    after the analysis verified the blob's digest. At most two layers wait for a free uploader
+    (the analysis waits when they do), so memory and disk use stay bounded by a few layers. An
+    upload that fails on a transient registry error is repeated from the source (ADR 0073).
+    :meth:`finish_uploads` waits for the uploads and re-raises the first error.
     """
 
     _QUEUE_DEPTH: Final = 2
@@ -490,6 +570,8 @@ class _CopyingSource:
     #: small machine busy with zlib and hashlib (which release the GIL), a third hides the
     #: network latency of a registry.
     _ANALYSIS_WORKERS: Final = 3
+    #: Bytes of one layer held in memory between the analysis and its upload.
+    _PIPE_LIMIT: Final = 8 * CHUNK_SIZE
 
     def __init__(
         self,
@@ -509,8 +591,8 @@ class _CopyingSource:
         self._layers = {d.digest: i for i, d in enumerate(manifest.layers)}
         self._count = len(manifest.layers)
         self.outcomes: dict[str, str] = {}
-        self._queue: queue.Queue[tuple[Descriptor, _StreamedSpool] | None] = queue.Queue(
-            self._QUEUE_DEPTH
+        self._queue: queue.Queue[tuple[Descriptor, _StreamedSpool | _MemoryPipe] | None] = (
+            queue.Queue(self._QUEUE_DEPTH)
         )
         self._failures: list[BaseException] = []
         self._uploaders: list[threading.Thread] = []
@@ -522,6 +604,12 @@ class _CopyingSource:
         concurrent_reads = isinstance(source, RegistrySource | LayoutSource)
         #: How many layers :func:`analyse_image` may read at the same time.
         self.analysis_workers = self._ANALYSIS_WORKERS if concurrent_reads else 1
+        # A memory pipe needs a reader for every writer that may block (see _MemoryPipe);
+        # otherwise layers go through spool files, whose writers never wait.
+        self._use_pipes = self._uploader_count >= self.analysis_workers
+        # A failed streamed upload is repeated by reading the layer from the source again, which
+        # an upload thread may do only when the source allows concurrent reads.
+        self._can_recopy = concurrent_reads and isinstance(sink, RegistrySink)
         if concurrent_reads and isinstance(sink, RegistrySink):
             # First requests settle per-client state (loopback TLS probe, auth): make them here,
             # in one thread, before several threads share the clients.
@@ -559,7 +647,13 @@ class _CopyingSource:
             try:
                 if not self._failures:
                     chunks = iter(functools.partial(spool.read, CHUNK_SIZE), b"")
-                    self._sink.put_blob(descriptor, SpooledBlobReader(chunks, descriptor))
+                    try:
+                        self._sink.put_blob(descriptor, SpooledBlobReader(chunks, descriptor))
+                    except RegistryUnavailable as error:
+                        if not self._can_recopy or not is_transient(error):
+                            raise
+                        spool.release()
+                        self._recopy(descriptor, error)
                     self._done(descriptor, "uploaded")
             except _SpoolAbandonedError:
                 pass  # The analysis failed on this layer and raises the reason itself.
@@ -568,7 +662,36 @@ class _CopyingSource:
             finally:
                 spool.release()
 
-    def _enqueue(self, descriptor: Descriptor, spool: _StreamedSpool) -> None:
+    def _recopy(self, descriptor: Descriptor, first: RegistryUnavailable) -> None:
+        """Upload a layer again from scratch, read again (and verified again) from the source.
+
+        The streamed upload of a layer cannot restart by itself (its bytes were handed over
+        once); when it failed on a transient registry error, the layer is copied once more,
+        per the sink's retry policy.
+
+        Raises:
+            RegistryUnavailable: The registry still fails after the retries.
+            ImageError: The source blob is corrupt.
+        """
+        sink = self._sink
+        if not isinstance(sink, RegistrySink):  # pragma: no cover (see _can_recopy)
+            raise first
+        policy = sink.client.retry
+        error = first
+        for attempt in range(1, policy.attempts):
+            sink.client._sleep(policy.delay(attempt))  # noqa: SLF001
+            try:
+                with self._source.open_blob(descriptor) as reader:
+                    sink.put_blob(descriptor, reader)
+            except RegistryUnavailable as again:
+                if not is_transient(again):
+                    raise
+                error = again
+            else:
+                return
+        raise error
+
+    def _enqueue(self, descriptor: Descriptor, spool: _StreamedSpool | _MemoryPipe) -> None:
         with self._start_lock:  # Analysis threads may enqueue at the same time.
             if not self._uploaders:
                 for number in range(self._uploader_count):
@@ -629,8 +752,12 @@ class _CopyingSource:
 
             inner = self._source.open_blob(descriptor, progress=advance)
             return _TeeReader(inner, spool=None, on_close=report)
-        fd, name = tempfile.mkstemp(dir=self._tmpdir, prefix="layer-")
-        spool = _StreamedSpool(Path(name), fd)
+        spool: _StreamedSpool | _MemoryPipe
+        if self._use_pipes:
+            spool = _MemoryPipe(self._PIPE_LIMIT)
+        else:
+            fd, name = tempfile.mkstemp(dir=self._tmpdir, prefix="layer-")
+            spool = _StreamedSpool(Path(name), fd)
         # The upload starts now and follows the analysis through the spool file.
         self._enqueue(descriptor, spool)
         try:
@@ -987,47 +1114,55 @@ def convert(
         )
         try:
             listing = analyse_image(copying, workers=copying.analysis_workers)
+        except BaseException:
+            copying.finish_uploads()
+            raise
+        # The last uploads finish while the manifest is built and signed.
+        try:
+            launcher = launcher_asset
+            step("building and signing the enclave manifest")
+            # The shim depends on the manifest, which depends on the launcher's hash: build the
+            # manifest with a provisional hash, render the shim, and rebuild with the shim's hash.
+            if launcher is None:
+                draft = _build_manifest(request, listing, target=target, launcher_sha256="0" * 64)
+                launcher = exec_shim_launcher(draft)
+            enclave_manifest = _build_manifest(
+                request,
+                listing,
+                target=target,
+                launcher_sha256=hashlib.sha256(launcher).hexdigest(),
+            )
+            manifest_bytes = enclave_manifest.canonical_bytes()
+            toml_text = render_gramine_manifest(
+                enclave_manifest,
+                manifest_json_sha256=hashlib.sha256(manifest_bytes).hexdigest(),
+                options=gramine_options,
+            )
+            created = _created(config, now)
+            runtime_files = [
+                RuntimeFile(MANIFEST_JSON_PATH, manifest_bytes),
+                RuntimeFile(DEFAULT_LAUNCHER_PATH, launcher, mode=EXEC_MODE),
+            ]
+            sigstruct: Sigstruct
+            if tools is not None:
+                step("signing with gramine-sgx-sign")
+                gramine_dir = Path(tmp) / "gramine"
+                gramine_dir.mkdir()
+                build = sign_with_gramine(toml_text, key=key, tools=tools, workdir=gramine_dir)
+                sigstruct = build.sigstruct
+                runtime_files += [
+                    RuntimeFile(SIGSTRUCT_PATH, build.sigstruct_bytes),
+                    RuntimeFile(GRAMINE_TOML_PATH, build.manifest_toml.encode()),
+                    RuntimeFile(GRAMINE_SGX_PATH, build.manifest_sgx),
+                ]
+            else:
+                sigstruct = sign_manifest(enclave_manifest, key=key, date=created.date()).sigstruct
+                runtime_files += [
+                    RuntimeFile(SIGSTRUCT_PATH, sigstruct.to_bytes()),
+                    RuntimeFile(GRAMINE_TOML_PATH, toml_text.encode()),
+                ]
         finally:
             copying.finish_uploads()
-        launcher = launcher_asset
-        step("building and signing the enclave manifest")
-        # The shim depends on the manifest, which depends on the launcher's hash: build the
-        # manifest with a provisional hash, render the shim, and rebuild with the shim's hash.
-        if launcher is None:
-            draft = _build_manifest(request, listing, target=target, launcher_sha256="0" * 64)
-            launcher = exec_shim_launcher(draft)
-        enclave_manifest = _build_manifest(
-            request, listing, target=target, launcher_sha256=hashlib.sha256(launcher).hexdigest()
-        )
-        manifest_bytes = enclave_manifest.canonical_bytes()
-        toml_text = render_gramine_manifest(
-            enclave_manifest,
-            manifest_json_sha256=hashlib.sha256(manifest_bytes).hexdigest(),
-            options=gramine_options,
-        )
-        created = _created(config, now)
-        runtime_files = [
-            RuntimeFile(MANIFEST_JSON_PATH, manifest_bytes),
-            RuntimeFile(DEFAULT_LAUNCHER_PATH, launcher, mode=EXEC_MODE),
-        ]
-        sigstruct: Sigstruct
-        if tools is not None:
-            step("signing with gramine-sgx-sign")
-            gramine_dir = Path(tmp) / "gramine"
-            gramine_dir.mkdir()
-            build = sign_with_gramine(toml_text, key=key, tools=tools, workdir=gramine_dir)
-            sigstruct = build.sigstruct
-            runtime_files += [
-                RuntimeFile(SIGSTRUCT_PATH, build.sigstruct_bytes),
-                RuntimeFile(GRAMINE_TOML_PATH, build.manifest_toml.encode()),
-                RuntimeFile(GRAMINE_SGX_PATH, build.manifest_sgx),
-            ]
-        else:
-            sigstruct = sign_manifest(enclave_manifest, key=key, date=created.date()).sigstruct
-            runtime_files += [
-                RuntimeFile(SIGSTRUCT_PATH, sigstruct.to_bytes()),
-                RuntimeFile(GRAMINE_TOML_PATH, toml_text.encode()),
-            ]
     # Self-check: what the launcher will verify must verify now, with this key as the signer.
     verify_signed_manifest(
         manifest_bytes, sigstruct.to_bytes(), expected_mrsigner=signing_key_mrsigner(key)

@@ -35,7 +35,9 @@ class RegistryUnavailable(UnavailableError):  # noqa: N818 (the name is part of 
     """The registry could not be reached or failed to answer: retry later.
 
     Codes: ``registry.unreachable``, ``registry.http_error``, ``registry.tls_error`` (the
-    registry's certificate does not verify; Sanctum never downgrades to plain HTTP then).
+    registry's certificate does not verify; Sanctum never downgrades to plain HTTP then),
+    ``registry.upload_lost`` (the registry lost an upload session whose content cannot be read
+    again; the conversion re-copies the layer from its source).
     """
 
     default_code = "registry.unreachable"

@@ -73,7 +73,7 @@ SIGSTRUCT_PATH: Final = "/sanctum/manifest.sigstruct"
 
 TomlValue = str | int | bool | Sequence["TomlValue"] | Mapping[str, "TomlValue"]
 
-_BARE_KEY: Final = re.compile(r"^[A-Za-z0-9_-]+$")
+_BARE_KEY: Final = re.compile(r"[A-Za-z0-9_-]+")
 _SHORT_ESCAPES: Final = {
     '"': '\\"',
     "\\": "\\\\",
@@ -112,7 +112,7 @@ def _toml_string(text: str) -> str:
 
 def _toml_key(key: str) -> str:
     """Return ``key`` bare when TOML allows it, quoted otherwise."""
-    return key if _BARE_KEY.match(key) else _toml_string(key)
+    return key if _BARE_KEY.fullmatch(key) else _toml_string(key)
 
 
 def _toml_inline(value: TomlValue) -> str:
@@ -189,14 +189,11 @@ class GramineOptions:
     Attributes:
         libos: Gramine's LibOS (``loader.entrypoint``).
         runtime_dir: Gramine's patched C library, mounted at ``/lib``.
-        encrypted_key_name: Key name of the encrypted mounts; the launcher provisions this key
-            (from the manager, after attestation) through ``/dev/attestation/keys/<name>``.
         library_path: ``LD_LIBRARY_PATH`` used when the image sets none.
     """
 
     libos: str = "/usr/lib/x86_64-linux-gnu/gramine/libsysdb.so"
     runtime_dir: str = "/usr/lib/x86_64-linux-gnu/gramine/runtime/glibc"
-    encrypted_key_name: str = "sanctum_fs"
     library_path: str = "/lib:/lib/x86_64-linux-gnu:/usr/lib:/usr/lib/x86_64-linux-gnu"
 
 
@@ -365,12 +362,17 @@ def render_gramine_manifest(
     mounts.extend(
         {"type": "tmpfs", "path": path} for path in provisioned_tmpfs_dirs(manifest, options=opts)
     )
+    # Imported here: the encfs package pulls in FUSE and cipher modules that a conversion
+    # without encrypted directories never needs, and `sanctum convert` pays for every import.
+    from sanctum.encfs.gramine import gramine_key_name  # noqa: PLC0415
+
     mounts.extend(
         {
             "type": "encrypted",
             "path": path,
             "uri": f"file:{path}",
-            "key_name": opts.encrypted_key_name,
+            # The launcher provisions exactly this name (no option: they cannot disagree).
+            "key_name": gramine_key_name(path),
         }
         for path in manifest.encrypted_dirs
     )

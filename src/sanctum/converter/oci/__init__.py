@@ -1,4 +1,4 @@
-"""OCI image I/O: read and write images in registries, OCI layouts and docker-archive tarballs.
+"""OCI image I/O: registries, OCI layouts, oci-archive and docker-archive tarballs.
 
 Open a store from a reference and use the :class:`~sanctum.converter.oci.store.ImageSource` /
 :class:`~sanctum.converter.oci.store.ImageSink` Protocols::
@@ -28,10 +28,12 @@ from sanctum.converter.oci.model import (
     Manifest,
     Platform,
 )
+from sanctum.converter.oci.oci_archive import OciArchiveSink, OciArchiveSource
 from sanctum.converter.oci.reference import (
     ArchiveReference,
     ImageReference,
     LayoutReference,
+    OciArchiveReference,
     RegistryReference,
     parse_image_reference,
 )
@@ -41,6 +43,7 @@ from sanctum.converter.oci.registry import (
     RegistryClient,
     RegistrySink,
     RegistrySource,
+    RetryPolicy,
     auth_from_docker_config,
 )
 from sanctum.converter.oci.store import BlobReader, ImageSink, ImageSource, MemoryImageStore
@@ -60,9 +63,13 @@ __all__ = [
     "LayoutReference",
     "Manifest",
     "MemoryImageStore",
+    "OciArchiveReference",
+    "OciArchiveSink",
+    "OciArchiveSource",
     "Platform",
     "RegistryAuth",
     "RegistryReference",
+    "RetryPolicy",
     "copy_image",
     "open_sink",
     "open_source",
@@ -79,11 +86,17 @@ def _registry_client(
     docker_config: Path | None,
     unsafe_plain_http: bool,
     verify: bool | str,
+    retry: RetryPolicy | None,
 ) -> RegistryClient:
     if auth is None and docker_config is not None:
         auth = auth_from_docker_config(docker_config, ref.registry)
     return RegistryClient(
-        ref, auth=auth, push=push, unsafe_plain_http=unsafe_plain_http, verify=verify
+        ref,
+        auth=auth,
+        push=push,
+        unsafe_plain_http=unsafe_plain_http,
+        verify=verify,
+        retry=retry,
     )
 
 
@@ -94,6 +107,8 @@ def open_source(
     docker_config: Path | None = None,
     unsafe_plain_http: bool = False,
     verify: bool | str = True,
+    retry: RetryPolicy | None = None,
+    workdir: Path | None = None,
 ) -> RegistrySource | LayoutSource | ArchiveSource:
     """Open an image source for ``ref`` (nothing is fetched until first use, except archives).
 
@@ -103,10 +118,13 @@ def open_source(
         docker_config: A docker ``config.json`` to take registry credentials from.
         unsafe_plain_http: Talk plain HTTP to a non-loopback registry.
         verify: TLS verification for registries (True or a CA bundle path).
+        retry: Retries of transient registry failures (default: :class:`RetryPolicy`).
+        workdir: Where an oci-archive is unpacked, or a compressed docker-archive
+            decompressed (default: the system's temporary directory).
 
     Raises:
         sanctum.errors.UsageError: ``ref`` is not a valid reference, or the docker config is bad.
-        sanctum.converter.errors.ImageError: A docker-archive is missing or malformed.
+        sanctum.converter.errors.ImageError: An archive is missing or malformed.
     """
     if isinstance(ref, str):
         ref = parse_image_reference(ref)
@@ -118,11 +136,14 @@ def open_source(
             docker_config=docker_config,
             unsafe_plain_http=unsafe_plain_http,
             verify=verify,
+            retry=retry,
         )
         return RegistrySource(ref, client)
     if isinstance(ref, LayoutReference):
         return LayoutSource(ref)
-    return ArchiveSource(ref)
+    if isinstance(ref, OciArchiveReference):
+        return OciArchiveSource(ref, workdir=workdir)
+    return ArchiveSource(ref, workdir=workdir)
 
 
 def open_sink(
@@ -133,6 +154,7 @@ def open_sink(
     unsafe_plain_http: bool = False,
     verify: bool | str = True,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
+    retry: RetryPolicy | None = None,
 ) -> RegistrySink | LayoutSink | ArchiveSink:
     """Open an image sink for ``ref``.
 
@@ -143,6 +165,7 @@ def open_sink(
         unsafe_plain_http: Talk plain HTTP to a non-loopback registry.
         verify: TLS verification for registries (True or a CA bundle path).
         chunk_size: Registry blobs larger than this are uploaded in chunks of this size.
+        retry: Retries of transient registry failures (default: :class:`RetryPolicy`).
 
     Raises:
         sanctum.errors.UsageError: ``ref`` is not a valid reference, or the docker config is bad.
@@ -158,8 +181,11 @@ def open_sink(
             docker_config=docker_config,
             unsafe_plain_http=unsafe_plain_http,
             verify=verify,
+            retry=retry,
         )
         return RegistrySink(ref, client, chunk_size=chunk_size)
     if isinstance(ref, LayoutReference):
         return LayoutSink(ref)
+    if isinstance(ref, OciArchiveReference):
+        return OciArchiveSink(ref)
     return ArchiveSink(ref)

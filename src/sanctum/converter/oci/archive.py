@@ -11,10 +11,17 @@ against its digest, decompressed into a staging directory and checked against th
 ``diff_ids``. The tarball is assembled when the manifest arrives, into a temporary file that
 replaces the target only when complete. Entries are sorted and timestamps fixed, so the same
 image always gives the same tarball.
+
+Compressed tarballs (``docker save | gzip``): a reader decompresses a gzip or zstd tarball
+once into a private temporary file; a writer whose target name ends in ``.gz`` or ``.tgz``
+gzip-compresses the whole tarball (deterministically: no name, mtime 0, a fixed level), which
+``docker load`` and skopeo read.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gzip
 import hashlib
 import io
 import json
@@ -22,8 +29,9 @@ import os
 import shutil
 import tarfile
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Final, cast
 
 from sanctum.converter.errors import ImageError
 from sanctum.converter.oci.compression import (
@@ -63,7 +71,11 @@ from sanctum.converter.oci.store import (
 )
 from sanctum.errors import UsageError
 
-__all__ = ["ArchiveSink", "ArchiveSource"]
+__all__ = ["GZIP_SUFFIXES", "ArchiveSink", "ArchiveSource"]
+
+#: Target names of a docker-archive that is written gzip-compressed as a whole.
+GZIP_SUFFIXES: Final = (".gz", ".tgz")
+_GZIP_LEVEL: Final = 6
 
 
 def _normalise_name(name: str) -> str:
@@ -98,8 +110,11 @@ def _canonical_manifest(config: Descriptor, layers: list[Descriptor]) -> bytes:
 class ArchiveSource(BaseImageSource):
     """Read an image from a docker-archive tarball."""
 
-    def __init__(self, reference: ArchiveReference) -> None:
+    def __init__(self, reference: ArchiveReference, *, workdir: Path | None = None) -> None:
         """Open the tarball and index it (layer contents are not read, except compressed ones).
+
+        A tarball compressed as a whole (``docker save | gzip``, or zstd) is first decompressed
+        into a temporary file (in ``workdir``, default the system's temporary directory).
 
         Raises:
             ImageError: The file is missing (``image.not_found``) or malformed.
@@ -107,12 +122,20 @@ class ArchiveSource(BaseImageSource):
         super().__init__()
         self.reference = reference
         self.path = reference.path
+        #: Holds the decompressed copy of a compressed tarball (``docker save | gzip``).
+        self._unpacked: tempfile.TemporaryDirectory[str] | None = None
         try:
-            self._tar = tarfile.open(self.path, "r:")  # noqa: SIM115 (closed by close())
+            tar_path = self._decompressed_copy(workdir)
+            self._tar = tarfile.open(tar_path, "r:")  # noqa: SIM115 (closed by close())
         except FileNotFoundError:
+            self._cleanup()
             raise not_found("the docker-archive", str(self.path)) from None
         except tarfile.TarError as exc:
+            self._cleanup()
             raise _bad_archive(self.path, f"not a tar file ({exc})") from None
+        except BaseException:
+            self._cleanup()
+            raise
         try:
             self._members = {
                 m.name.removeprefix("./"): m for m in self._tar.getmembers() if m.isfile()
@@ -120,12 +143,43 @@ class ArchiveSource(BaseImageSource):
             self._blobs: dict[str, tuple[tarfile.TarInfo, Descriptor]] = {}
             self._raw_manifest = self._load_index()
         except BaseException:
-            self._tar.close()
+            self.close()
             raise
 
+    def _decompressed_copy(self, workdir: Path | None) -> Path:
+        """Return the path of the plain tarball: the file itself, or a decompressed copy of it.
+
+        A tarball compressed as a whole (gzip or zstd) cannot be read at random, so it is
+        decompressed once, streaming, into a private temporary directory.
+
+        Raises:
+            FileNotFoundError: The file does not exist.
+            ImageError: The compressed data is corrupt (``image.malformed``).
+        """
+        with self.path.open("rb") as handle:
+            kind = sniff_compression(handle.read(4))
+            if kind == "none":
+                return self.path
+            handle.seek(0)
+            self._unpacked = tempfile.TemporaryDirectory(prefix="sanctum-archive-", dir=workdir)
+            target = Path(self._unpacked.name) / "image.tar"
+            with target.open("wb") as out, decompression_errors(f"docker-archive {self.path}"):
+                plain = open_decompressed(kind, handle)
+                while chunk := plain.read(CHUNK_SIZE):
+                    out.write(chunk)
+        return target
+
+    def _cleanup(self) -> None:
+        if self._unpacked is not None:
+            self._unpacked.cleanup()
+            self._unpacked = None
+
     def close(self) -> None:
-        """Close the tarball."""
-        self._tar.close()
+        """Close the tarball (and delete a decompressed copy)."""
+        try:
+            self._tar.close()
+        finally:
+            self._cleanup()
 
     def _read_member(self, name: str, limit: int) -> bytes:
         member = self._members.get(name)
@@ -247,6 +301,8 @@ class ArchiveSink(Closing):
         parent = self.path.parent if str(self.path.parent) else Path()
         if not parent.is_dir():
             raise not_found(f"directory {parent}", "the file system")
+        #: Whether the tarball is gzip-compressed as a whole (a ``.gz`` or ``.tgz`` name).
+        self.compressed = self.path.name.endswith(GZIP_SUFFIXES)
         self._staging = Path(tempfile.mkdtemp(dir=parent, prefix=".sanctum-archive-"))
         #: Staged blobs: digest -> (file, size, diff_id or None for non-layers).
         self._staged: dict[str, tuple[Path, int, str | None]] = {}
@@ -360,7 +416,8 @@ class ArchiveSink(Closing):
         try:
             with (
                 os.fdopen(fd, "wb") as handle,
-                tarfile.open(fileobj=handle, mode="w", format=tarfile.PAX_FORMAT) as tar,
+                _maybe_gzip(handle, compress=self.compressed) as out,
+                tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar,
             ):
                 for name in sorted(members):
                     _add_file(tar, name, members[name])
@@ -372,6 +429,18 @@ class ArchiveSink(Closing):
             Path(tmp).unlink(missing_ok=True)
             raise
         return parsed.digest
+
+
+@contextlib.contextmanager
+def _maybe_gzip(handle: IO[bytes], *, compress: bool) -> Iterator[IO[bytes]]:
+    """Yield ``handle``, or a deterministic gzip stream into it (no name, mtime 0, fixed level)."""
+    if not compress:
+        yield handle
+        return
+    with gzip.GzipFile(
+        filename="", mode="wb", fileobj=handle, compresslevel=_GZIP_LEVEL, mtime=0
+    ) as out:
+        yield cast("IO[bytes]", out)
 
 
 def _tar_info(name: str, size: int) -> tarfile.TarInfo:

@@ -6,9 +6,13 @@ Three transports are understood, spelled as skopeo spells them:
   ``library/busybox``, as with ``docker pull``). A name without any transport prefix is read as a
   registry reference too, because that is how Data Shield's ``inputImageName`` is written.
 - ``oci:PATH[:TAG]`` (an OCI image layout directory).
-- ``docker-archive:FILE[:NAME:TAG]`` (a ``docker save`` tarball).
+- ``oci-archive:FILE[:TAG]`` (a tarball of an OCI image layout, as ``skopeo copy`` and
+  ``podman save --format oci-archive`` write it).
+- ``docker-archive:FILE[:NAME:TAG]`` (a ``docker save`` tarball, also gzip-compressed as a
+  whole: ``docker save | gzip``; written compressed when FILE ends in ``.gz`` or ``.tgz``).
 
-As in skopeo, the path of ``oci:`` and ``docker-archive:`` ends at the first colon.
+As in skopeo, the path of ``oci:``, ``oci-archive:`` and ``docker-archive:`` ends at the first
+colon.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ __all__ = [
     "ArchiveReference",
     "ImageReference",
     "LayoutReference",
+    "OciArchiveReference",
     "RegistryReference",
     "parse_image_reference",
 ]
@@ -111,6 +116,28 @@ class LayoutReference:
 
 
 @dataclass(frozen=True, slots=True)
+class OciArchiveReference:
+    """An image in a tarball of an OCI image layout (skopeo's and podman's ``oci-archive``).
+
+    Attributes:
+        path: The tarball.
+        tag: Value of the ``org.opencontainers.image.ref.name`` annotation, or None.
+    """
+
+    path: Path
+    tag: str | None = None
+
+    @property
+    def transport(self) -> str:
+        """Return ``oci-archive``, the transport name used by skopeo."""
+        return "oci-archive"
+
+    def __str__(self) -> str:
+        """Return the ``oci-archive:`` form."""
+        return f"oci-archive:{self.path}" + (f":{self.tag}" if self.tag else "")
+
+
+@dataclass(frozen=True, slots=True)
 class ArchiveReference:
     """An image in a docker-archive tarball (the format of ``docker save``).
 
@@ -132,15 +159,15 @@ class ArchiveReference:
         return f"docker-archive:{self.path}" + (f":{self.tag}" if self.tag else "")
 
 
-ImageReference = RegistryReference | LayoutReference | ArchiveReference
+ImageReference = RegistryReference | LayoutReference | OciArchiveReference | ArchiveReference
 
 
 def _bad(text: str, why: str) -> UsageError:
     return UsageError(
         f"{text!r} is not an image reference: {why}",
         code="image.bad_reference",
-        hint="use docker://HOST[:PORT]/REPO[:TAG|@DIGEST], oci:PATH[:TAG] or "
-        "docker-archive:FILE[:NAME:TAG]",
+        hint="use docker://HOST[:PORT]/REPO[:TAG|@DIGEST], oci:PATH[:TAG], "
+        "oci-archive:FILE[:TAG] or docker-archive:FILE[:NAME:TAG]",
     )
 
 
@@ -174,11 +201,12 @@ def _parse_registry(text: str, name: str) -> RegistryReference:
 
 
 def parse_image_reference(text: str) -> ImageReference:
-    """Parse ``text`` into a registry, OCI layout or docker-archive reference.
+    """Parse ``text`` into a registry, OCI layout, oci-archive or docker-archive reference.
 
     Args:
-        text: ``docker://...``, ``oci:PATH[:TAG]``, ``docker-archive:FILE[:NAME:TAG]``, or a bare
-            registry name such as ``registry.example.com/app:1.0``.
+        text: ``docker://...``, ``oci:PATH[:TAG]``, ``oci-archive:FILE[:TAG]``,
+            ``docker-archive:FILE[:NAME:TAG]``, or a bare registry name such as
+            ``registry.example.com/app:1.0``.
 
     Returns:
         The parsed reference.
@@ -191,7 +219,13 @@ def parse_image_reference(text: str) -> ImageReference:
         raise _bad(text, "it is empty or has surrounding spaces")
     if text.startswith("docker://"):
         return _parse_registry(text, text.removeprefix("docker://"))
-    for prefix, kind in (("oci:", LayoutReference), ("docker-archive:", ArchiveReference)):
+    kinds: tuple[tuple[str, type[LayoutReference | OciArchiveReference | ArchiveReference]], ...]
+    kinds = (
+        ("oci:", LayoutReference),
+        ("oci-archive:", OciArchiveReference),
+        ("docker-archive:", ArchiveReference),
+    )
+    for prefix, kind in kinds:
         if text.startswith(prefix):
             path, _, tag = text.removeprefix(prefix).partition(":")
             if not path:
