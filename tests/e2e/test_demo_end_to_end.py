@@ -2,7 +2,8 @@
 
 A real manager process (HTTPS, SQLite, simulated platform trusted for the demo account), the
 host's simulated quoting service, a sample image built from local Debian packages, conversion
-with the static launcher, approvals by a second member, the shielded image run by podman from a
+by the manager's conversion job (the static launcher, the manager's URL and CA pin filled in, the
+build registered as pending), approvals by a second member, the shielded image run by podman from a
 scratch-like image (no Python), an HTTPS call verified with the account CA, the memory
 inspection, and the two refusals.
 """
@@ -17,6 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
+from sanctum.converter.manifest import ca_pin_from_certificate
 
 REPO = Path(__file__).resolve().parents[2]
 LAUNCHER = Path(os.environ.get("SANCTUM_LAUNCHER_BINARY", REPO / "build/launcher/sanctum-launcher"))
@@ -55,6 +58,19 @@ def _check_summary(result: subprocess.CompletedProcess[str], runner: str) -> Non
     assert summary["refusals"] == ["launcher.trusted_file_mismatch", "attest.build_not_allowlisted"]
 
 
+def _check_conversion_job(result: subprocess.CompletedProcess[str], tmp_path: Path) -> None:
+    """The manager converted (a job), filled in its own URL and CA pin, registered pending."""
+    summary = json.loads(result.stdout[result.stdout.index('{\n  "ok"') :])
+    conversion = summary["conversion"]
+    assert conversion["via"] == "manager-job"
+    assert conversion["job_id"]
+    assert conversion["registered_status"] == "pending"
+    manager_ca = tmp_path / ".sanctum" / "demo" / "manager" / "tls" / "ca.pem"
+    assert conversion["manager_ca_pin"] == ca_pin_from_certificate(manager_ca.read_bytes())
+    assert conversion["manager_url"].startswith("https://127.0.0.1:")
+    assert "conversion job" in result.stdout
+
+
 def _no_leftovers(tmp_path: Path) -> None:
     state = str(tmp_path / ".sanctum" / "demo")
     leftovers = subprocess.run(
@@ -74,6 +90,7 @@ def test_demo_runs_every_step_and_cleans_up(
     require_tool("docker-registry")
     result = _demo(tmp_path, "podman")
     _check_summary(result, "podman")
+    _check_conversion_job(result, tmp_path)
     # Everything it started is stopped: no manager process is left serving this state directory.
     _no_leftovers(tmp_path)
     # Running it twice works (state is reset).

@@ -172,6 +172,9 @@ def test_conversion_registers_a_pending_build_and_keeps_credentials_secret(harne
     assert result["target"] == "simulated"
     assert "launcher-exec-shim" in result["flags"]
     assert "default-signing-key" not in result["flags"]
+    # A dev manager on plain HTTP knows no CA to pin: said plainly in the flags.
+    assert result["managerCaPin"] is None
+    assert "manager-ca-pin-missing" in result["flags"]
     assert done["progress"]["step"] == "done"
     assert done["attempts"] == 1
 
@@ -433,7 +436,11 @@ def test_data_shield_endpoint_and_request_checks(harness):
 def test_data_shield_path_without_account(harness):
     _app(harness, "dsk")
     url = "/v1/tools/converter/convert-app"
-    body = {"app": "dsk", "inputImageName": "127.0.0.1:5000/a:1", "outputImageName": "r.io/b:1"}
+    body = {
+        "app": "dsk",
+        "inputImageName": "127.0.0.1:5000/a:1",
+        "outputImageName": "[::1]:5000/b:1",
+    }
     # A user names the account; an API key acts in its own.
     missing = harness.client.post(url, json=body, headers=harness.headers())
     assert missing.json()["code"] == "conversion.account_missing"

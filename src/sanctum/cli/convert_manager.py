@@ -142,4 +142,9 @@ def run_remote(
     if job["status"] != "succeeded":
         raise _job_error(job.get("error") or {})
     result: dict[str, Any] = dict(job["result"])
+    if not quiet:
+        # The manager fills in its own URL and CA pin (ADR 0076): show what workloads will use.
+        url = result.get("managerUrl") or "(SANCTUM_MANAGER_URL at start)"
+        pin = result.get("managerCaPin") or "[yellow]none: the image cannot attest[/]"
+        console.print(f"[cyan]•[/] the manifest names the manager {url}, CA pin {pin}")
     return result

@@ -10,8 +10,11 @@ Steps (each printed with its timing; any failure is reported with its code and s
    shared libraries copied from the host) with ``busybox`` as its shell; no registry downloads;
    push it to a loopback ``docker-registry`` it starts (OCI layouts when that is not installed);
 3. create the app (domain ``bank.demo.local``, secret ``DB_PASSWORD``, certificate paths) and
-   approve its domain task as a second administrator (four-eyes), convert the image (static
-   launcher, signed manifest), register the build and approve its allowlisting task;
+   approve its domain task as a second administrator (four-eyes); convert the image with the
+   manager's conversion job (``POST .../apps/{id}/convert``, a progress bar fed by
+   ``GET .../jobs/{id}``): the manager signs with the account's key, ships the static launcher,
+   fills in its URL and CA pin, and registers the build as ``pending`` with its allowlisting
+   task, which the second member approves;
 4. run the shielded image with podman (host network, the quoting service's socket mounted), or
    without podman with bwrap on the unpacked image (``--runner``): the launcher attests,
    receives its certificate and secret, and execs the server;
@@ -57,6 +60,7 @@ from cryptography import x509
 from pydantic import SecretStr
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
 
 from sanctum.cli._base import SanctumCommand
 from sanctum.errors import SanctumError, UnavailableError, UsageError
@@ -234,6 +238,9 @@ def _start_manager(demo: Demo) -> None:
         SANCTUM_MANAGER_SIMULATION_PKI_DIR=str(demo.root / "simulation"),
         SANCTUM_MANAGER_UNSAFE_FAST_PASSWORD_HASHING="true",  # noqa: S106 (a switch, not a secret)
         SANCTUM_MANAGER_PUBLIC_URL=f"https://127.0.0.1:{port}",
+        # Conversion jobs ship the static launcher; the dev profile's registry allowlist
+        # admits the loopback registry of step 2 (and nothing else).
+        SANCTUM_MANAGER_LAUNCHER_PATH=str(demo.launcher.resolve()),
     )
     log = (demo.root / "manager.log").open("wb")
     process = subprocess.Popen(
@@ -470,63 +477,157 @@ def _create_app(demo: Demo) -> None:
     _approve_all(demo, app.get("tasks", []))
 
 
-def _convert(demo: Demo, *, output: str, extra_env: dict[str, str] | None = None) -> dict[str, Any]:
-    from sanctum.converter.convert import ConvertRequest, PemSigningKey, convert  # noqa: PLC0415
-    from sanctum.converter.oci import open_sink, open_source  # noqa: PLC0415
-
-    request = ConvertRequest.model_validate({
-        "inputImageName": demo.image_ref,
-        "outputImageName": output,
-        "app": "bank",
+def _conversion_fields(extra_env: dict[str, str] | None) -> dict[str, Any]:
+    """Return the conversion options of the demo app (Data Shield's field names)."""
+    return {
         "target": "simulated",
-        "managerCaPin": _pin(demo.manager_ca.read_bytes()),
         "hostEnvPassthrough": ["BANK_PORT"],
         "manifestEnv": extra_env or {},
-        "signingKey": PemSigningKey(pem=SecretStr(demo.signing_key.read_text())),
         "certificates": [{
             "keyPath": "/run/tls/key.pem", "certPath": "/run/tls/cert.pem",
             "chainPath": "/run/tls/chain.pem", "subject": _DOMAIN, "altNames": [_DOMAIN],
         }],
         "caCertificates": [{"caPath": "/run/tls/ca.pem"}],
+    }  # fmt: skip
+
+
+def _follow_job(demo: Demo, job: dict[str, Any]) -> dict[str, Any]:
+    """Follow a conversion job (``GET .../jobs/{id}``) with a progress bar; return its result.
+
+    Raises:
+        DemoError: The job failed (with its code) or did not end within five minutes.
+    """
+    path = demo.account(f"/jobs/{job['id']}")
+    with Progress(
+        TextColumn("  {task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TimeElapsedColumn(),
+        console=demo.console,
+    ) as bar:
+        task = bar.add_task("queued", total=None)
+        deadline = time.monotonic() + 300
+        while job["status"] in {"queued", "running"}:
+            if time.monotonic() > deadline:
+                raise DemoError(f"conversion job {job['id']} did not end within 5 minutes")
+            time.sleep(0.2)
+            job = demo.api("GET", path)
+            progress = job.get("progress") or {}
+            layers = (progress.get("layers") or {}).values()
+            total = sum(int(layer.get("size", 0)) for layer in layers) or None
+            done = sum(int(layer.get("done", 0)) for layer in layers)
+            step = str(progress.get("step") or job["status"])
+            bar.update(task, description=step[:48], total=total, completed=done)
+        if job["status"] == "succeeded":
+            bar.update(task, description="done", completed=bar.tasks[0].total or 0)
+    if job["status"] != "succeeded":
+        error = job.get("error") or {}
+        raise DemoError(
+            f"conversion job {job['id']} failed: {error.get('message')} [{error.get('code')}]"
+        )
+    result: dict[str, Any] = dict(job["result"]) | {"jobId": job["id"]}
+    return result
+
+
+def _convert(demo: Demo, *, output: str, extra_env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Convert the sample image for the app: a manager job (registry), else locally.
+
+    With the loopback registry the manager converts, as the product intends: ``POST
+    .../apps/{id}/convert`` queues a job that signs with the account's key, fills in the
+    manager's URL and CA pin, registers the build as ``pending`` and opens its allowlisting
+    task. Without a registry (OCI layouts on this machine) the conversion runs here and the
+    build is registered with ``POST .../builds``.
+    """
+    if demo.registry:
+        job = demo.api(
+            "POST",
+            demo.account(f"/apps/{demo.app_id}/convert"),
+            body={
+                "inputImageName": demo.image_ref.removeprefix("docker://"),
+                "outputImageName": output.removeprefix("docker://"),
+                **_conversion_fields(extra_env),
+            },
+        )
+        demo.say(f"conversion job {job['id'][:8]}… queued: POST /v1/accounts/…/apps/bank/convert")
+        return _follow_job(demo, job)
+    return _convert_locally(demo, output=output, extra_env=extra_env)
+
+
+def _convert_locally(
+    demo: Demo, *, output: str, extra_env: dict[str, str] | None
+) -> dict[str, Any]:
+    from sanctum.converter.convert import ConvertRequest, PemSigningKey, convert  # noqa: PLC0415
+    from sanctum.converter.keys import generate_signing_key, signing_key_pem  # noqa: PLC0415
+    from sanctum.converter.oci import open_sink, open_source  # noqa: PLC0415
+
+    if not demo.signing_key.is_file():
+        demo.signing_key = demo.root / "signing-key.pem"
+        demo.signing_key.write_bytes(signing_key_pem(generate_signing_key()))
+        demo.signing_key.chmod(0o600)
+    request = ConvertRequest.model_validate({
+        "inputImageName": demo.image_ref,
+        "outputImageName": output,
+        "app": "bank",
+        "managerUrl": demo.url,
+        "managerCaPin": _pin(demo.manager_ca.read_bytes()),
+        "signingKey": PemSigningKey(pem=SecretStr(demo.signing_key.read_text())),
+        **_conversion_fields(extra_env),
     })  # fmt: skip
     with open_source(request.input_image_name) as source, open_sink(output) as sink:
         response = convert(
             request, source=source, sink=sink, launcher_asset=demo.launcher.read_bytes(),
             gramine_tools=None,
         )  # fmt: skip
-    return dict(response.model_dump(by_alias=True, mode="json"))
-
-
-def _convert_and_register(demo: Demo) -> None:
-    from sanctum.converter.keys import generate_signing_key, signing_key_pem  # noqa: PLC0415
-
-    demo.signing_key = demo.root / "signing-key.pem"
-    demo.signing_key.write_bytes(signing_key_pem(generate_signing_key()))
-    demo.signing_key.chmod(0o600)
-    demo.shielded_ref = _image(demo, "shielded")
-    started = time.perf_counter()
-    response = _convert(demo, output=demo.shielded_ref)
-    demo.mrenclave = response["mrenclave"]
-    demo.say(
-        f"converted in {time.perf_counter() - started:.1f} s: mrenclave [bold]{demo.mrenclave}[/]"
-    )
-    demo.say(f"mrsigner {response['mrsigner']}  target {response.get('target', 'simulated')}")
+    result = dict(response.model_dump(by_alias=True, mode="json"))
     created = demo.api(
         "POST",
         demo.account("/builds"),
         body={
-            "app": "bank",
-            "tee": "sgx",
-            "measurement": demo.mrenclave,
-            "signer": response["mrsigner"],
-            "isvprodid": response["isvprodid"],
-            "isvsvn": response["isvsvn"],
-            "simulated": True,
-            "image_name": demo.shielded_ref,
+            "app": "bank", "tee": "sgx", "measurement": result["mrenclave"],
+            "signer": result["mrsigner"], "isvprodid": result["isvprodid"],
+            "isvsvn": result["isvsvn"], "simulated": True, "image_name": output,
         },
+    )  # fmt: skip
+    result |= {
+        "buildId": created["build"]["id"],
+        "buildStatus": created["build"]["status"],
+        "taskId": (created.get("task") or {}).get("id"),
+        "managerUrl": demo.url,
+        "managerCaPin": request.manager_ca_pin,
+    }
+    return result
+
+
+def _convert_and_register(demo: Demo) -> None:
+    demo.shielded_ref = _image(demo, "shielded")
+    if not demo.registry:
+        demo.say("[yellow]no registry: converting here and registering with POST /builds[/]")
+    started = time.perf_counter()
+    result = _convert(demo, output=demo.shielded_ref)
+    demo.mrenclave = result["mrenclave"]
+    demo.say(
+        f"converted in {time.perf_counter() - started:.1f} s: mrenclave [bold]{demo.mrenclave}[/]"
     )
-    demo.say(f"build registered ({created['build']['id'][:8]}…), status pending")
-    _approve_all(demo, [created["task"]])
+    demo.say(f"mrsigner {result['mrsigner']}  target {result.get('target', 'simulated')}")
+    demo.say(
+        f"manifest pins the manager: {result.get('managerUrl')}  CA "
+        f"{str(result.get('managerCaPin'))[:23]}…"
+    )
+    demo.say(
+        f"build {result['buildId'][:8]}… registered, status [bold]{result['buildStatus']}[/] "
+        "until its allowlisting task is approved"
+    )
+    demo.summary["conversion"] = {
+        "via": "manager-job" if "jobId" in result else "local",
+        "job_id": result.get("jobId"),
+        "registered_status": result["buildStatus"],
+        "manager_url": result.get("managerUrl"),
+        "manager_ca_pin": result.get("managerCaPin"),
+    }
+    task = demo.api("GET", demo.account(f"/tasks/{result['taskId']}"))
+    _approve_all(demo, [task])
+    build = demo.api("GET", demo.account(f"/builds/{result['buildId']}"))
+    demo.say(f"build {build['id'][:8]}… is now [bold green]{build['status']}[/]")
 
 
 # Step 4: run ----------------------------------------------------------------------------------
@@ -824,7 +925,8 @@ def _refusals(demo: Demo) -> None:
     other = _image(demo, "unapproved")
     response = _convert(demo, output=other, extra_env={"FEATURE": "unreviewed"})
     demo.say(
-        f"rebuilt with one more variable: mrenclave {response['mrenclave'][:16]}… (unapproved)"
+        f"rebuilt with one more variable: mrenclave {response['mrenclave'][:16]}…, build "
+        f"{response['buildStatus']} (its task is left unapproved)"
     )
     _expect_refusal(demo, "non-allowlisted build", other, [], "attest.build_not_allowlisted")
 

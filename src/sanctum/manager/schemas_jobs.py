@@ -8,7 +8,8 @@
 ``hostEnvPassthrough``, ``managerUrl``, ``managerCaPin`` and ``saveCredentials``. A finished job's
 ``result`` carries Data Shield's response fields (``newImage``, ``imageSHA``, ``imageSize``,
 ``isvprodid``, ``isvsvn``, ``mrenclave``, ``mrsigner``) and Sanctum's (``imageDigest``,
-``target``, ``flags``, ``debug``, ``buildId``, ``taskId``).
+``target``, ``flags``, ``debug``, ``managerUrl``, ``managerCaPin``, ``buildId``, ``taskId``).
+The manager fills in ``managerUrl`` and ``managerCaPin`` itself (ADR 0076).
 """
 
 from __future__ import annotations
@@ -64,8 +65,18 @@ class ConversionIn(BaseModel):
         description="'account': the account's signing key (created on first use); 'default': "
         "Sanctum's public debug key, with debug only.",
     )
-    manager_url: str | None = None
-    manager_ca_pin: str | None = None
+    manager_url: str | None = Field(
+        default=None,
+        max_length=500,
+        description="https URL workloads use to reach the manager; default: the manager's "
+        "public URL (its CA pin authenticates whatever answers).",
+    )
+    manager_ca_pin: str | None = Field(
+        default=None,
+        max_length=80,
+        description="Filled in by the manager (the pin of its TLS endpoint's CA); a request "
+        "may repeat it but not name another.",
+    )
     target: Literal["auto", "simulated", "gramine-sgx"] = "auto"
     save_credentials: bool = Field(
         default=False,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
@@ -24,6 +25,7 @@ from pydantic_settings import (
 )
 
 from sanctum.errors import UsageError
+from sanctum.manager.services.registry_allowlist import LOOPBACK_PATTERNS, parse_host_pattern
 
 __all__ = ["ManagerSettings", "default_data_dir", "load_settings"]
 
@@ -110,6 +112,12 @@ class ManagerSettings(BaseSettings):
     attest_rate_burst: int = Field(200, ge=1)
     attest_token_ttl_seconds: int = Field(3600, ge=60, le=7 * 86400)
     node_join_token_ttl_seconds: int = Field(86400, ge=60)
+    node_recheck_interval_seconds: float = Field(
+        3600.0,
+        ge=0,
+        description="How often active nodes are re-appraised with fresh collateral (0: never; "
+        "needs pcs_url or collateral_dir).",
+    )
     # Conversion jobs (see ADR 0091).
     launcher_path: Path | None = Field(
         None,
@@ -125,6 +133,40 @@ class ManagerSettings(BaseSettings):
     converter_registry_ca: Path | None = Field(
         None, description="CA bundle for registries the converter talks to (default: system)."
     )
+    converter_registry_allowlist: tuple[str, ...] | None = Field(
+        None,
+        description="host[:port] patterns of the registries (and their token and storage hosts) "
+        "server-side conversions may contact: 'r.example.com', 'r.example.com:5000', "
+        "'*.example.com', 'host:*'. Default: none in production (conversions need it), the "
+        "loopback registries in the 'dev' profile (ADR 0076).",
+    )
+    public_ca_file: Path | None = Field(
+        None,
+        description="PEM of the CA workloads pin for the manager's TLS endpoint (public_url); "
+        "default: the manager's own TLS CA when it serves its own certificate (ADR 0076).",
+    )
+
+    @field_validator("public_url")
+    @classmethod
+    def _https_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value.strip())
+        if parts.scheme != "https" or not parts.hostname or parts.query or parts.fragment:
+            msg = "public_url must be an https:// URL without query or fragment"
+            raise ValueError(msg)
+        if parts.username is not None or parts.password is not None:
+            msg = "public_url must not carry credentials"
+            raise ValueError(msg)
+        _ = parts.port  # Raises ValueError for a port out of range.
+        return value.strip().rstrip("/")
+
+    @field_validator("converter_registry_allowlist")
+    @classmethod
+    def _registry_patterns(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is None:
+            return None
+        return tuple(str(parse_host_pattern(pattern)) for pattern in value)
 
     @field_validator("bootstrap_admin_email")
     @classmethod
@@ -153,6 +195,12 @@ class ManagerSettings(BaseSettings):
             msg = "choose one KEK source: kek_file or kek_env"
             raise ValueError(msg)
         return self
+
+    def registry_allowlist(self) -> tuple[str, ...]:
+        """Return the effective registry allowlist (the profile's default when unset)."""
+        if self.converter_registry_allowlist is not None:
+            return self.converter_registry_allowlist
+        return LOOPBACK_PATTERNS if self.profile == "dev" else ()
 
     def resolved_database_url(self) -> str:
         """Return the database URL, defaulting to SQLite in the data directory."""

@@ -10,17 +10,29 @@ audits ``build.converted`` and marks the job succeeded. Credentials appear in no
 result, audit entry or error message.
 
 Only registry references are accepted: an ``oci:`` or ``docker-archive:`` reference would name a
-file on the manager's host.
+file on the manager's host. The registries must be on the ``converter_registry_allowlist``
+(checked when the job is requested, when it starts, and on every HTTP request the job sends,
+redirects and token realms included: :mod:`~sanctum.manager.services.registry_allowlist`).
+
+The manager fills in its own identity (:func:`manager_identity`): its public URL and the pin of
+the CA that workloads must trust for its TLS endpoint go into every enclave manifest it builds.
+A request may name another URL (the CA pin still authenticates whatever answers there) but no
+other pin (``conversion.manager_ca_pin_mismatch``). See ADR 0076.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
+import ssl
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, Final
 
+import httpx
 from cryptography.hazmat.primitives.asymmetric import rsa
 from pydantic import SecretStr, ValidationError
 from sqlalchemy import select
@@ -42,10 +54,15 @@ from sanctum.converter.keys import (
     signing_key_mrsigner,
     signing_key_pem,
 )
-from sanctum.converter.manifest_errors import SigningKeyError
-from sanctum.converter.oci import open_sink, open_source
+from sanctum.converter.manifest import ca_pin_from_certificate
+from sanctum.converter.manifest_errors import ManifestError, SigningKeyError
 from sanctum.converter.oci.reference import RegistryReference, parse_image_reference
-from sanctum.converter.oci.registry import RegistryAuth
+from sanctum.converter.oci.registry import (
+    RegistryAuth,
+    RegistryClient,
+    RegistrySink,
+    RegistrySource,
+)
 from sanctum.errors import ConflictError, NotFoundError, UsageError
 from sanctum.manager.models_attestation import App, Build
 from sanctum.manager.models_jobs import AccountSigningKey, Job, RegistryCredential
@@ -57,12 +74,17 @@ from sanctum.manager.services.audit import audit
 from sanctum.manager.services.builds import create_build
 from sanctum.manager.services.context import ServiceContext
 from sanctum.manager.services.jobs import JobRun, actor_of, create_job
+from sanctum.manager.services.registry_allowlist import AllowlistTransport, RegistryAllowlist
+from sanctum.manager.settings import ManagerSettings
 
 __all__ = [
     "CONVERSION",
+    "ManagerIdentity",
     "account_signing_key",
     "delete_registry_credential",
     "list_registry_credentials",
+    "manager_identity",
+    "registry_allowlist",
     "run_conversion",
     "start_conversion",
 ]
@@ -70,6 +92,117 @@ __all__ = [
 _log = logging.getLogger(__name__)
 CONVERSION: Final = "conversion"
 _SECRET_FIELDS: Final = {"input_auth_config", "output_auth_config", "auth_config"}
+#: Result flag of a build whose manifest has no manager CA pin (``dev`` profile only).
+PIN_MISSING_FLAG: Final = "manager-ca-pin-missing"
+
+
+@dataclass(frozen=True, slots=True)
+class ManagerIdentity:
+    """How workloads reach and authenticate this manager (filled into enclave manifests).
+
+    Attributes:
+        url: The manager's https URL as workloads reach it, or ``None`` when unknown (the
+            launcher then needs ``SANCTUM_MANAGER_URL``).
+        ca_pin: ``sha256:<hex>`` of the SubjectPublicKeyInfo of the CA that workloads must
+            trust for the manager's TLS endpoint, or ``None`` when unknown.
+    """
+
+    url: str | None
+    ca_pin: str | None
+
+
+def _bound_url(settings: ManagerSettings) -> str | None:
+    """Return the https URL of the bound address (``dev`` profile), or ``None``."""
+    if settings.insecure_http or settings.port == 0:
+        return None
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(  # noqa: S104
+        settings.host, settings.host
+    )
+    try:
+        if ipaddress.ip_address(host).version == 6:
+            host = f"[{host}]"
+    except ValueError:
+        pass
+    return f"https://{host}:{settings.port}"
+
+
+def manager_identity(settings: ManagerSettings) -> ManagerIdentity:
+    """Return this manager's URL and CA pin for enclave manifests.
+
+    The URL is ``public_url``; in the ``dev`` profile without it, the bound address. The CA is
+    ``public_ca_file``; without it, the manager's own TLS CA (``<data_dir>/tls/ca.pem``) when
+    it serves its own certificate (neither ``tls_cert`` nor plain HTTP).
+
+    Raises:
+        UsageError: The CA file cannot be read or is not a certificate
+            (``conversion.manager_ca_unreadable``).
+    """
+    url = settings.public_url
+    if url is None and settings.profile == "dev":
+        url = _bound_url(settings)
+    ca_file = settings.public_ca_file
+    if ca_file is None and settings.tls_cert is None and not settings.insecure_http:
+        own = settings.data_dir / "tls" / "ca.pem"
+        ca_file = own if own.is_file() else None
+    if ca_file is None:
+        return ManagerIdentity(url, None)
+    try:
+        pin = ca_pin_from_certificate(ca_file.read_bytes())
+    except (OSError, ManifestError) as error:
+        raise UsageError(
+            f"the manager's public CA {ca_file} cannot be read as a certificate",
+            code="conversion.manager_ca_unreadable",
+            hint="point public_ca_file at the PEM of the CA of the manager's TLS endpoint",
+        ) from error
+    return ManagerIdentity(url, pin)
+
+
+def _with_manager_identity(settings: ManagerSettings, body: ConversionIn) -> ConversionIn:
+    """Return ``body`` with the manager's URL and CA pin filled in (a request may not differ).
+
+    Outside the ``dev`` profile a request's pin is only accepted when it is the manager's own:
+    when the manager knows no CA (an operator ``tls_cert`` or plain HTTP behind a proxy, and no
+    ``public_ca_file``), any editor could otherwise put the pin of a CA they control into a
+    production manifest, and the workloads would attest to whoever holds that CA's keys.
+
+    Raises:
+        UsageError: The request names another CA pin than the manager's
+            (``conversion.manager_ca_pin_mismatch``), or, outside the ``dev`` profile, the
+            manager knows no CA of its own, whether the request names a pin or not
+            (``conversion.manager_ca_unknown``).
+    """
+    identity = manager_identity(settings)
+    pin = body.manager_ca_pin
+    if identity.ca_pin is None and pin is not None and settings.profile != "dev":
+        raise UsageError(
+            f"managerCaPin {pin} cannot be checked: the manager does not know the CA of its own "
+            "TLS endpoint, and a pin it cannot check is not put into a production manifest",
+            code="conversion.manager_ca_unknown",
+            hint="set public_ca_file in the manager's settings to the CA workloads must pin",
+        )
+    if pin is not None and identity.ca_pin is not None and pin != identity.ca_pin:
+        raise UsageError(
+            f"managerCaPin {pin} is not the pin of this manager's CA ({identity.ca_pin}): "
+            "workloads would refuse to attest to it",
+            code="conversion.manager_ca_pin_mismatch",
+            hint="leave managerCaPin out: the manager fills in its own",
+        )
+    pin = identity.ca_pin or pin
+    if pin is None and settings.profile != "dev":
+        raise UsageError(
+            "the manager does not know the CA its workloads must pin, so the image could "
+            "never attest",
+            code="conversion.manager_ca_unknown",
+            hint="set public_ca_file in the manager's settings",
+        )
+    return body.model_copy(
+        update={"manager_url": body.manager_url or identity.url, "manager_ca_pin": pin}
+    )
+
+
+def registry_allowlist(settings: ManagerSettings) -> RegistryAllowlist:
+    """Return the registry allowlist of ``settings`` (the profile's default when unset)."""
+    return RegistryAllowlist.parse(settings.registry_allowlist())
 
 
 def _registry_of(image: str, field: str) -> str:
@@ -88,6 +221,14 @@ def _registry_of(image: str, field: str) -> str:
     return reference.registry
 
 
+def _api_host(image: str) -> str:
+    """Return the host (and port) a registry reference's API is served on."""
+    reference = parse_image_reference(image)
+    if not isinstance(reference, RegistryReference):  # pragma: no cover (checked before)
+        raise UsageError("not a registry reference", code="conversion.reference_not_registry")
+    return reference.api_host
+
+
 def _secrets_context(job_id: str) -> str:
     return f"job:{job_id}:registry_credentials"
 
@@ -103,9 +244,11 @@ def _auth_json(auth: AuthConfig | None) -> dict[str, str] | None:
 
 
 def _convert_request(
-    body: ConversionIn | Mapping[str, Any], signing_pem: str | None
+    body: ConversionIn | Mapping[str, Any], signing_pem: str | None, *, app_id: str | None
 ) -> ConvertRequest:
     """Return the converter's request (without credentials) for ``body``.
+
+    The manifest names the app by its id, which (unlike a name) no other account can share.
 
     Raises:
         pydantic.ValidationError: A field is invalid.
@@ -117,6 +260,7 @@ def _convert_request(
     )
     if fields.get("rw_dirs") is None:
         fields.pop("rw_dirs", None)
+    fields["app"] = app_id
     fields["signing_key"] = (
         "default" if signing_pem is None else PemSigningKey(pem=SecretStr(signing_pem))
     )
@@ -167,12 +311,19 @@ def start_conversion(ctx: ServiceContext, account_id: str, app_ref: str, body: C
 
     Raises:
         NotFoundError: No such app.
-        UsageError: An image is not a registry reference, or an option is invalid.
+        UsageError: An image is not a registry reference, or an option is invalid, or the
+            request names another manager CA pin (``conversion.manager_ca_pin_mismatch``).
+        RegistryNotAllowedError: A registry is not on the allowlist
+            (``conversion.registry_not_allowed``).
         SigningKeyError: The public debug key without ``debug``.
     """
     app = get_app(ctx, account_id, app_ref)
     input_registry = _registry_of(body.input_image_name, "inputImageName")
     output_registry = _registry_of(body.output_image_name, "outputImageName")
+    allowlist = registry_allowlist(ctx.runtime.settings)
+    allowlist.check_registry(_api_host(body.input_image_name), field="inputImageName")
+    allowlist.check_registry(_api_host(body.output_image_name), field="outputImageName")
+    body = _with_manager_identity(ctx.runtime.settings, body)
     if body.signing_key == "default" and not body.debug:
         raise SigningKeyError(
             "the default signing key is public: it may sign debug builds only",
@@ -181,7 +332,7 @@ def start_conversion(ctx: ServiceContext, account_id: str, app_ref: str, body: C
         )
     # Everything but the key is checked now, with the debug key standing in for the account's.
     try:
-        draft = _convert_request(body.model_copy(update={"debug": True}), None)
+        draft = _convert_request(body.model_copy(update={"debug": True}), None, app_id=app.id)
     except ValidationError as error:
         problems = "; ".join(str(e.get("msg")) for e in error.errors())
         raise UsageError(
@@ -228,6 +379,8 @@ def start_conversion(ctx: ServiceContext, account_id: str, app_ref: str, body: C
             "credentials_given": sealed is not None,
             "credentials_saved": body.save_credentials and sealed is not None,
             "debug": body.debug,
+            "manager_url": body.manager_url,
+            "manager_ca_pin": body.manager_ca_pin,
         },
     )
     return job
@@ -344,10 +497,66 @@ def result_fields(response: ConvertResponse) -> dict[str, Any]:
     return fields
 
 
-def run_conversion(run: JobRun) -> None:
-    """Run one conversion job (the ``conversion`` job handler).
+@contextmanager
+def _registry_stores(
+    request: ConvertRequest,
+    *,
+    input_auth: RegistryAuth | None,
+    output_auth: RegistryAuth | None,
+    settings: ManagerSettings,
+    transport: httpx.BaseTransport | None,
+) -> Iterator[tuple[RegistrySource, RegistrySink]]:
+    """Open the source and sink registries behind the allowlist transport.
 
     Raises:
+        UsageError: The registry CA bundle cannot be loaded (``registry.bad_ca_bundle``).
+    """
+    allowlist = registry_allowlist(settings)
+    verify: bool | str = (
+        str(settings.converter_registry_ca) if settings.converter_registry_ca else True
+    )
+
+    def client(image: str, auth: RegistryAuth | None, *, push: bool) -> RegistryClient:
+        reference = parse_image_reference(image)
+        if not isinstance(reference, RegistryReference):  # pragma: no cover (checked before)
+            raise UsageError("not a registry reference", code="conversion.reference_not_registry")
+        inner = transport
+        if inner is None:
+            try:
+                tls: ssl.SSLContext | bool = (
+                    ssl.create_default_context(cafile=verify) if isinstance(verify, str) else True
+                )
+            except (OSError, ssl.SSLError) as error:
+                raise UsageError(
+                    f"cannot load the registry CA bundle {verify}: {error}",
+                    code="registry.bad_ca_bundle",
+                ) from None
+            inner = httpx.HTTPTransport(verify=tls)
+        return RegistryClient(
+            reference,
+            auth=auth,
+            push=push,
+            verify=verify,
+            transport=AllowlistTransport(inner, allowlist),
+        )
+
+    source_client = client(request.input_image_name, input_auth, push=False)
+    with RegistrySource(source_client.reference, source_client) as source:
+        sink_client = client(request.output_image_name, output_auth, push=True)
+        with RegistrySink(sink_client.reference, sink_client) as sink:
+            yield source, sink
+
+
+def run_conversion(run: JobRun, *, transport: httpx.BaseTransport | None = None) -> None:
+    """Run one conversion job (the ``conversion`` job handler).
+
+    Args:
+        run: The claimed job.
+        transport: The httpx transport under the allowlist guard (tests pass a fake one);
+            default: a real one.
+
+    Raises:
+        RegistryNotAllowedError: A registry, redirect or token realm is off the allowlist.
         SanctumError: The conversion failed; the error's code becomes the job's.
     """
     runtime = run.runtime
@@ -355,6 +564,10 @@ def run_conversion(run: JobRun) -> None:
     request = run.request
     input_registry = _registry_of(request["input_image_name"], "inputImageName")
     output_registry = _registry_of(request["output_image_name"], "outputImageName")
+    # The settings may have changed since the job was queued: check again before any I/O.
+    allowlist = registry_allowlist(settings)
+    allowlist.check_registry(_api_host(request["input_image_name"]), field="inputImageName")
+    allowlist.check_registry(_api_host(request["output_image_name"]), field="outputImageName")
     with runtime.db.transaction() as session:
         given: dict[str, Any] = {"input": None, "output": None}
         if run.secrets_sealed is not None:
@@ -367,7 +580,7 @@ def run_conversion(run: JobRun) -> None:
         if request.get("signing_key", "account") == "account":
             key = account_signing_key(session, runtime, run.account_id)
             signing_pem = signing_key_pem(key).decode()
-    convert_request = _convert_request(request, signing_pem)
+    convert_request = _convert_request(request, signing_pem, app_id=run.app_id)
     launcher: bytes | None = None
     if settings.launcher_path is not None:
         try:
@@ -377,9 +590,6 @@ def run_conversion(run: JobRun) -> None:
                 f"the launcher {settings.launcher_path} cannot be read: {error.strerror}",
                 code="conversion.launcher_unreadable",
             ) from error
-    verify: bool | str = (
-        str(settings.converter_registry_ca) if settings.converter_registry_ca else True
-    )
     state: dict[str, Any] = {"step": "starting", "attempt": run.attempts}
     run.progress(state, force=True)
 
@@ -387,10 +597,13 @@ def run_conversion(run: JobRun) -> None:
         report = _progress_report(event, state)
         run.progress(report, force=event.event in {"step", "layer-done"})
 
-    with (
-        open_source(convert_request.input_image_name, auth=input_auth, verify=verify) as source,
-        open_sink(convert_request.output_image_name, auth=output_auth, verify=verify) as sink,
-    ):
+    with _registry_stores(
+        convert_request,
+        input_auth=input_auth,
+        output_auth=output_auth,
+        settings=settings,
+        transport=transport,
+    ) as (source, sink):
         response = convert(
             convert_request,
             source=source,
@@ -449,11 +662,16 @@ def _register(run: JobRun, response: ConvertResponse) -> None:
             )
             task_id, reused = task.id, False
         result = result_fields(response) | {
+            "managerUrl": run.request.get("manager_url"),
+            "managerCaPin": run.request.get("manager_ca_pin"),
             "buildId": build.id,
             "taskId": task_id,
             "buildStatus": str(build.status),
             "buildExisting": reused,
         }
+        if result["managerCaPin"] is None:
+            # Only the dev profile gets here: the launcher will refuse to attest without a pin.
+            result["flags"] = [*result.get("flags", []), PIN_MISSING_FLAG]
         audit(
             ctx,
             "build.converted",
