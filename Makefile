@@ -20,7 +20,7 @@ help:
 	@echo "make test   lint + the whole test suite (bootstraps .venv and system packages)"
 	@echo "make lint   ruff check, ruff format --check, mypy --strict"
 	@echo "make bench  run the benchmarks in benchmarks/ and print their results"
-	@echo "make launcher  build the static launcher executable (build/launcher/sanctum-launcher)"
+	@echo "make launcher  build the self-contained launcher (build/launcher/sanctum-launcher)"
 	@echo "make clean  remove the virtualenv, caches and demo state"
 	@echo "make lock   re-resolve requirements/dev.lock from pyproject.toml"
 
@@ -54,11 +54,11 @@ demo: venv system-deps launcher
 bench: venv
 	@for b in benchmarks/bench_*.py; do [ -e "$$b" ] || continue; echo "== $$b"; $(BIN)/python "$$b"; done
 
-# The self-contained static launcher the converter ships as /sanctum/launcher (ADR 0101).
+# The self-contained launcher the converter ships as /sanctum/launcher (ADR 0103; needs gcc).
 LAUNCHER_BIN := build/launcher/sanctum-launcher
 launcher: $(LAUNCHER_BIN)
 
-$(LAUNCHER_BIN): $(STAMP) $(wildcard src/sanctum/launcher/*.py src/sanctum/protocol/*.py src/sanctum/platforms/*.py src/sanctum/converter/manifest*.py src/sanctum/converter/sigstruct.py src/sanctum/converter/measurement.py)
+$(LAUNCHER_BIN): $(STAMP) $(wildcard src/sanctum/launcher/*.py src/sanctum/launcher/*.c src/sanctum/protocol/*.py src/sanctum/platforms/*.py src/sanctum/encfs/*.py src/sanctum/errors.py src/sanctum/converter/manifest*.py src/sanctum/converter/sigstruct.py src/sanctum/converter/measurement.py)
 	$(BIN)/python -m sanctum.launcher.build --out $@
 
 lock:

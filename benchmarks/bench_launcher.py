@@ -6,14 +6,19 @@ launcher N times against an unpacked rootfs (``SANCTUM_ROOT``) with the app ``bu
 
 - baseline: ``busybox true`` run directly (process creation only);
 - ``python -m sanctum.launcher`` (an image that has Python 3.11 and Sanctum installed);
-- the static executable ``build/launcher/sanctum-launcher`` (any image; ``make launcher``).
+- the self-contained executable ``build/launcher/sanctum-launcher`` (any image; ADR 0103);
+- optionally an earlier executable (``--compare-launcher``, in its own rootfs) and an earlier
+  source tree's python launcher (``--compare-src``), for before/after numbers in one run.
 
 Every launcher run verifies the manifest and the trusted files, makes a key and CSR, gets a
 challenge, a simulated quote and an attestation over pinned HTTPS, writes key/certificate/CA and
 execs the app. Prints median and p95 of (run time - baseline median) and the ratio to the
-baseline. Goal (issue [G]): < 300 ms on the simulated platform.
+baseline, the CPU time the launcher used (user + system, which the machine's load does not
+inflate the way it inflates wall time) and the load average. Goal (issue [G]): < 300 ms on the
+simulated platform.
 
-    .venv/bin/python benchmarks/bench_launcher.py [--runs 20] [--launcher PATH]
+    .venv/bin/python benchmarks/bench_launcher.py [--runs 20] [--launcher PATH] [--show]
+        [--compare-launcher OLD-EXECUTABLE] [--compare-src OLD-TREE/src]
 """
 
 from __future__ import annotations
@@ -22,12 +27,14 @@ import argparse
 import datetime as dt
 import hashlib
 import os
+import resource
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.console import Console
@@ -99,22 +106,40 @@ def _rootfs(root: Path, demo: Demo, launcher: Path | None) -> bytes:
     return signed.mrenclave
 
 
-def _time(command: list[str], env: dict[str, str], runs: int) -> tuple[list[float], list[float]]:
-    """Return wall times and the launcher's own "first line to exec" times (seconds)."""
-    samples, work = [], []
-    for _ in range(runs):
-        started = time.perf_counter()
-        result = subprocess.run(command, env=env, capture_output=True, check=False, timeout=120)
-        samples.append(time.perf_counter() - started)
-        if result.returncode != 0:
-            sys.exit(f"{command[0]} failed:\n{result.stderr.decode(errors='replace')[-2000:]}")
-        # The launcher's last line: "sanctum-launcher: [   222 ms] exec /bin/busybox (pid 7)".
-        work.extend(
-            float(line.split("[", 1)[1].split("ms]", 1)[0]) / 1000
-            for line in result.stderr.decode(errors="replace").splitlines()
-            if "] exec " in line
-        )
-    return samples, work
+@dataclass
+class _Candidate:
+    """One way of starting the launcher, and what its runs measured."""
+
+    command: list[str]
+    env: dict[str, str]
+    wall: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
+    work: list[float] = field(default_factory=list)
+    stderr: str = ""
+
+
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _run_once(candidate: _Candidate) -> None:
+    """Run the candidate once; record wall time, CPU time and its own "first line to exec"."""
+    started, cpu_before = time.perf_counter(), _cpu()
+    result = subprocess.run(
+        candidate.command, env=candidate.env, capture_output=True, check=False, timeout=120
+    )
+    candidate.wall.append(time.perf_counter() - started)
+    candidate.cpu.append(_cpu() - cpu_before)
+    candidate.stderr = result.stderr.decode(errors="replace")
+    if result.returncode != 0:
+        sys.exit(f"{candidate.command[0]} failed:\n{candidate.stderr[-2000:]}")
+    # The launcher's last line: "sanctum-launcher: [   222 ms] exec /bin/busybox (pid 7)".
+    candidate.work.extend(
+        float(line.split("[", 1)[1].split("ms]", 1)[0]) / 1000
+        for line in candidate.stderr.splitlines()
+        if "] exec " in line
+    )
 
 
 def _p95(values: list[float]) -> float:
@@ -126,18 +151,31 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--launcher", type=Path, default=REPO / "build/launcher/sanctum-launcher")
+    parser.add_argument("--show", action="store_true", help="Print the last run's step lines.")
+    parser.add_argument(
+        "--compare-launcher", type=Path, help="An earlier launcher executable, measured alongside."
+    )
+    parser.add_argument(
+        "--compare-src",
+        type=Path,
+        help="A source tree (its src/ directory) whose python launcher is measured alongside.",
+    )
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="bench-launcher-"))
     console = Console(stderr=True, quiet=True)
     demo = Demo(root=workdir, console=console, launcher=args.launcher)
     try:
-        _start_manager(demo)
+        # The quoting service creates the simulation PKI whose root the manager trusts.
         _start_quoting_service(demo)
+        _start_manager(demo)
         _create_app(demo)
         # Approve the build's task as the second member (four-eyes).
         launcher = args.launcher if args.launcher.is_file() else None
         rootfs = workdir / "rootfs"
         _rootfs(rootfs, demo, launcher)
+        if args.compare_launcher is not None:
+            _rootfs(workdir / "rootfs-compare", demo, args.compare_launcher)
+        # Approve the builds' tasks as the second member (four-eyes).
         tasks = demo.api("GET", demo.account("/tasks"))
         for task in tasks:
             if task.get("status") == "pending":
@@ -152,29 +190,56 @@ def main() -> None:
             "SANCTUM_PLATFORM": "simulated",
             "SANCTUM_SIM_QE": f"unix:{demo.sim_qe_socket}",
         }
-        baseline, _ = _time([str(rootfs / "bin/busybox"), "true"], env, args.runs)
-        base = statistics.median(baseline)
-        print(f"launcher start-up overhead, {args.runs} runs, local manager at {demo.url}")
-        print(f"  baseline (busybox true):        median {base * 1000:7.1f} ms")
-        candidates = {"python -m sanctum.launcher": [sys.executable, "-m", "sanctum.launcher"]}
+        candidates = {
+            "baseline (busybox true)": _Candidate([str(rootfs / "bin/busybox"), "true"], env),
+            "python -m sanctum.launcher": _Candidate(
+                [sys.executable, "-m", "sanctum.launcher"], env
+            ),
+        }
+        if args.compare_src is not None:
+            # In the earlier launcher's rootfs when given: that tree hashes /sanctum/launcher.
+            compare_env = dict(env, PYTHONPATH=str(args.compare_src.resolve()))
+            if args.compare_launcher is not None:
+                compare_env["SANCTUM_ROOT"] = str(workdir / "rootfs-compare")
+            candidates[f"python, {args.compare_src}"] = _Candidate(
+                [sys.executable, "-m", "sanctum.launcher"], compare_env
+            )
         if launcher is not None:
-            candidates["static executable"] = [str(rootfs / "sanctum/launcher")]
+            candidates["self-contained executable"] = _Candidate(
+                [str(rootfs / "sanctum/launcher")], env
+            )
         else:
-            print(f"  (no {args.launcher}: run `make launcher` to measure the static executable)")
-        for name, command in candidates.items():
-            wall, work = _time(command, env, args.runs)
-            samples = [s - base for s in wall]
+            print(f"  (no {args.launcher}: run `make launcher` to measure the executable)")
+        if args.compare_launcher is not None:
+            compare_root = workdir / "rootfs-compare"
+            candidates[f"executable {args.compare_launcher.name}"] = _Candidate(
+                [str(compare_root / "sanctum/launcher")], dict(env, SANCTUM_ROOT=str(compare_root))
+            )
+        load = "/".join(f"{value:.1f}" for value in os.getloadavg())
+        # Round robin, so that a change of the machine's load affects every candidate alike.
+        for _ in range(args.runs):
+            for candidate in candidates.values():
+                _run_once(candidate)
+        base = statistics.median(candidates.pop("baseline (busybox true)").wall)
+        after = "/".join(f"{value:.1f}" for value in os.getloadavg())
+        print(f"launcher start-up overhead, {args.runs} runs each (round robin), local manager")
+        print(f"  load average {load} before, {after} after, on {os.cpu_count()} CPUs")
+        print(f"  baseline (busybox true): median {base * 1000:6.1f} ms")
+        for name, candidate in candidates.items():
+            samples = [s - base for s in candidate.wall]
             median, p95 = statistics.median(samples), _p95(samples)
             verdict = "meets" if median < 0.3 else "misses"
             print(
-                f"  {name:<30}: median {median * 1000:7.1f} ms  p95 {p95 * 1000:7.1f} ms  "
-                f"({median / base:5.0f}x baseline; {verdict} the 300 ms goal)"
+                f"  {name:<34}: median {median * 1000:6.1f} ms  p95 {p95 * 1000:6.1f} ms  "
+                f"({median / base:4.0f}x baseline; {verdict} the 300 ms goal)"
             )
             print(
-                f"  {'':<30}  of which the sequence itself (first log line to exec): median "
-                f"{statistics.median(work) * 1000:7.1f} ms  p95 {_p95(work) * 1000:7.1f} ms; "
-                "the rest is interpreter start, imports and (static) unpacking"
+                f"  {'':<34}  CPU (user+sys) median {statistics.median(candidate.cpu) * 1000:6.1f}"
+                f" ms  p95 {_p95(candidate.cpu) * 1000:6.1f} ms; own steps (first line to exec)"
+                f" median {statistics.median(candidate.work) * 1000:6.1f} ms"
             )
+            if args.show:
+                print(candidate.stderr, end="")
     finally:
         demo.stop()
         shutil.rmtree(workdir, ignore_errors=True)

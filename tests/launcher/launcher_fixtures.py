@@ -48,8 +48,10 @@ from sanctum.protocol.messages import (
     AttestResponse,
     ChallengeResponse,
     SealedBoxWire,
+    SealedDirKey,
     SealedSecret,
     SealingContext,
+    dir_key_aad,
 )
 from sanctum.protocol.sealing import seal, secret_aad
 
@@ -119,6 +121,7 @@ class FakeManager:
     fail_next: list[int] = field(default_factory=list)
     requests: list[dict[str, Any]] = field(default_factory=list)
     sealing_app: str | None = None
+    dir_keys: dict[str, bytes] = field(default_factory=dict)
 
     @property
     def pin(self) -> str:
@@ -166,12 +169,28 @@ class FakeManager:
                     box=SealedBoxWire.from_box(box),
                 )
             )
+        sealed_keys = [
+            SealedDirKey(
+                path=path,
+                version=1,
+                box=SealedBoxWire.from_box(
+                    seal(
+                        csr.public_key(),
+                        key,
+                        info=context.info(),
+                        aad=dir_key_aad(path=path, version=1),
+                    )
+                ),
+            )
+            for path, key in self.dir_keys.items()
+        ]
         answer = AttestResponse(
             certificate=_pem(leaf),
             chain=[],
             ca=_pem(self.account_ca),
             sealing=context,
             sealed_secrets=sealed,
+            sealed_dir_keys=sealed_keys,
             token="header.payload.signature",
             expires_at=leaf.not_valid_after_utc,
         )

@@ -1,9 +1,10 @@
-"""The static launcher runs in a scratch image (no Python, no libc) under podman, end to end.
+"""The self-contained launcher runs in a scratch image (no Python, no libc) under podman.
 
-The image holds only busybox (a static binary) and, after conversion, the static launcher, its
-signed manifest and SIGSTRUCT. The launcher attests through the host's simulated quoting service
-(its Unix socket bind-mounted into the container) to a manager stand-in on 127.0.0.1 (host
-network), writes the certificate and the secret, and execs the app.
+The image holds only busybox (a static binary) and, after conversion, the self-contained
+launcher, its signed manifest and SIGSTRUCT, and the empty /tmp the runtime layer adds. The
+launcher attests through the host's simulated quoting service (its Unix socket bind-mounted into
+the container) to a manager stand-in on 127.0.0.1 (host network), writes the certificate and the
+secret, and execs the app, which keeps PID 1 and finds /tmp empty: nothing was unpacked (ADR 0103).
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ LAUNCHER = Path(os.environ.get("SANCTUM_LAUNCHER_BINARY", REPO / "build/launcher
 BUSYBOX = Path("/bin/busybox")
 APP = (
     'echo "pid=$$ db=$DB_PASSWORD"; '
-    "busybox head -1 /run/tls/cert.pem; busybox stat -c '%a' /run/tls/key.pem"
+    "busybox head -1 /run/tls/cert.pem; busybox stat -c '%a' /run/tls/key.pem; "
+    "busybox stat -c 'tmp=%a' /tmp; echo \"in-tmp=$(busybox ls -A /tmp)\""
 )
 
 pytestmark = [pytest.mark.podman, pytest.mark.slow]
@@ -110,8 +112,8 @@ def test_scratch_image_attests_and_runs_the_app(  # noqa: PLR0917 (fixtures)
     env = dict(os.environ, CONTAINERS_CONF=str(short_tmp / "containers.conf"))
     base = [podman, "--root", str(tmp_path / "storage"), "--runroot", str(short_tmp / "run"),
             "--storage-driver", "vfs"]  # fmt: skip
-    # The static launcher unpacks itself into an executable /tmp (scratch images have none).
-    run = [*base, "run", "--rm", "--tmpfs", "/tmp:rw,exec,mode=1777",
+    # No --tmpfs: the launcher unpacks nothing, and /tmp comes from the runtime layer.
+    run = [*base, "run", "--rm",
            "-v", f"{short_tmp / 'qe.sock'}:/run/sanctum/qe.sock",
            "-e", "SANCTUM_PLATFORM=simulated", "-e", "SANCTUM_SIM_QE=unix:/run/sanctum/qe.sock",
            "-e", f"SANCTUM_MANAGER_URL={fake_manager.url}"]  # fmt: skip
@@ -135,9 +137,11 @@ def test_scratch_image_attests_and_runs_the_app(  # noqa: PLR0917 (fixtures)
     result = podman_run(image)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
-    assert "db=from-the-manager" in lines[0]
+    assert lines[0] == "pid=1 db=from-the-manager"  # The app replaced the launcher: PID 1.
     assert lines[1] == "-----BEGIN CERTIFICATE-----"
     assert lines[2] == "600"
+    assert lines[3] == "tmp=1777"
+    assert lines[4] == "in-tmp="
     for step in ("manifest verified", "trusted files checked", "attested", "provisioned"):
         assert step in result.stderr
     assert fake_manager.requests[-1]["app"] == "bank"

@@ -1,45 +1,59 @@
-"""Build the self-contained launcher executable (``make launcher``).
+"""Build the self-contained launcher executable (``make launcher``, ADR 0103).
 
-Two stages, both from PyPI (the ``launcher-build`` extra):
+The result is ONE file that runs in any Linux image (Debian, Alpine/musl, distroless, scratch)
+without unpacking anything at start:
 
-1. **PyInstaller** freezes :mod:`sanctum.launcher.main` with the Python interpreter, the standard
-   library modules it uses, ``cryptography``, ``pydantic`` and ``httpx`` into one file
-   (``--onefile``, binaries stripped). Everything the launcher does not need is excluded: the
-   manager, the CLI, the simulation PKI (the launcher only *calls* the host's simulated quoting
-   service, ADR 0100), the verifier, test tools.
-2. **staticx** turns that dynamically linked executable into a static one: it bundles the ELF
-   interpreter and every shared library (glibc included) and patches the program with
-   ``patchelf``, so the result runs in any image (Debian, Alpine/musl, distroless, scratch).
+- a small static start stub (``bundle_stub.c``, compiled with ``gcc -static``);
+- the ELF files the launcher needs, stored uncompressed: the dynamic loader, the Python
+  interpreter, ``libpython``, every shared library down to glibc, every extension module
+  (``cryptography``, ``pydantic_core``, ``_ssl``, ``_ctypes``...) and ``libfuse3`` for the
+  encrypted directories. Each is stripped and rewritten with ``patchelf`` so that its DT_NEEDED
+  entries name ``/proc/self/fd/N``: the file's fixed descriptor number at run time;
+- a ZIP archive (stored, not compressed) of the compiled Python modules the launcher imports,
+  found by PyInstaller's dependency analysis (PyInstaller is used for its analysis only), plus
+  ``_sanctum_boot`` (:mod:`sanctum.launcher.bundle_boot`) and the generated ``_sanctum_table``;
+  the archive's comment holds the stub's index of the files it loads before Python starts.
 
-The result is written to ``OUT`` (default ``build/launcher/sanctum-launcher``) and checked: it
-must be an ELF executable without a ``PT_INTERP`` program header (no dynamic loader needed) when
-built static. ``--no-static`` skips stage 2 (for machines without staticx; the executable then
-needs glibc in the image).
+At start the stub copies the loader, the interpreter and its libraries into anonymous memory
+files, then executes the loader; extension modules and their libraries follow the same way on
+their first import. Everything the launcher excludes (the manager, the CLI, the verifier, the
+simulation PKI, ``httpx``, ``rich``...) is listed in :data:`EXCLUDED_MODULES`.
 
-Usage: ``python -m sanctum.launcher.build [--out PATH] [--no-static]``.
+The result is checked: it has no ``PT_INTERP`` header (no dynamic loader needed from the image)
+and ``--version`` answers.
+
+Usage: ``python -m sanctum.launcher.build [--out PATH]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import py_compile
+import re
 import shutil
 import struct
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
+import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-__all__ = ["EXCLUDED_MODULES", "build", "is_static_elf", "main"]
+__all__ = ["EXCLUDED_MODULES", "FIRST_FD", "Bundle", "build", "is_static_elf", "main"]
 
-#: Modules never frozen into the launcher (not needed, or must not be there).
+#: Modules never bundled into the launcher (not needed, or must not be there).
 EXCLUDED_MODULES: Final = (
     "sanctum.manager",
     "sanctum.cli",
     "sanctum.attestation",
     "sanctum.platforms.simulated",
+    "sanctum.platforms.pcs",
+    "sanctum.platforms.collateral_source",
     "sanctum.converter.oci",
     "sanctum.converter.convert",
     "fastapi",
@@ -48,7 +62,13 @@ EXCLUDED_MODULES: Final = (
     "alembic",
     "uvicorn",
     "psycopg",
+    "httpx",
+    "httpcore",
+    "h11",
+    "anyio",
+    "click",
     "rich",
+    "pygments",
     "zstandard",
     "brotli",
     "h2",
@@ -67,7 +87,16 @@ EXCLUDED_MODULES: Final = (
     "pydoc",
     "unittest",
 )
+#: Modules bundled although the analysis cannot see them (imported by name at run time).
+HIDDEN_IMPORTS: Final = ("__future__", "mfusepy", "sanctum.launcher.main")
+#: Descriptor of the dynamic loader; the interpreter is next, then libraries and extensions.
+FIRST_FD: Final = 100
+#: Descriptors stay below the usual soft limit of open files.
+_MAX_FD: Final = 1000
 _PT_INTERP: Final = 3
+_LOADER_SONAME: Final = re.compile(r"^ld-linux[-\w]*\.so\.\d+$")
+_BEGIN: Final = b"SANCTUM-BOOT-BEGIN\n"
+_END: Final = b"SANCTUM-BOOT-END\n"
 
 
 def is_static_elf(path: Path) -> bool:
@@ -76,7 +105,8 @@ def is_static_elf(path: Path) -> bool:
     Raises:
         ValueError: ``path`` is not a 64-bit little-endian ELF file.
     """
-    data = path.read_bytes()
+    with path.open("rb") as handle:
+        data = handle.read(1 << 16)
     if data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
         msg = f"{path} is not a 64-bit little-endian ELF file"
         raise ValueError(msg)
@@ -87,45 +117,14 @@ def is_static_elf(path: Path) -> bool:
     )
 
 
-def _run(command: list[str], env: dict[str, str] | None = None) -> None:
-    """Run a build command, echoing it.
+def _run(command: list[str], **kwargs: object) -> str:
+    """Run a build command and return its standard output.
 
     Raises:
         subprocess.CalledProcessError: The command failed.
     """
-    sys.stderr.write("+ " + " ".join(command) + "\n")
-    subprocess.run(command, check=True, env=env)
-
-
-_SPEC: Final = """\
-# Generated by sanctum.launcher.build; PyInstaller spec of the launcher.
-import os, shutil, subprocess
-
-a = Analysis([{entry!r}], excludes={excludes!r}, noarchive=False)
-# staticx refuses libraries with RPATH/RUNPATH (pyenv and some distributions' Pythons set
-# them; staticx issue 188). Inside the bundle they are useless: the bootloader sets the library
-# path. Copy every collected binary and drop the tag from the copy; the originals are untouched.
-def without_rpath(entries):
-    fixed = []
-    for name, source, kind in entries:
-        if kind in ("BINARY", "EXTENSION"):
-            target = os.path.join({fixdir!r}, name)
-            os.makedirs(os.path.dirname(target), exist_ok=True)
-            shutil.copyfile(source, target)
-            os.chmod(target, 0o755)
-            subprocess.run([{patchelf!r}, "--remove-rpath", target], check=True)
-            source = target
-        fixed.append((name, source, kind))
-    return fixed
-
-a.binaries = without_rpath(a.binaries)
-pyz = PYZ(a.pure)
-pyz.dependencies = without_rpath(pyz.dependencies)
-exe = EXE(
-    pyz, a.scripts, a.binaries, a.datas, [],
-    name="sanctum-launcher", strip=True, upx=False, console=True, runtime_tmpdir=None,
-)
-"""
+    result = subprocess.run(command, check=True, capture_output=True, text=True, **kwargs)  # type: ignore[call-overload]
+    return str(result.stdout)
 
 
 def _tool(name: str) -> str:
@@ -139,60 +138,321 @@ def _tool(name: str) -> str:
         return str(beside)
     found = shutil.which(name)
     if found is None:
-        msg = f"{name} is not installed: pip install -e '.[launcher-build]'"
+        msg = f"{name} is not installed (pip install -e '.[launcher-build]'; gcc from Debian)"
         raise FileNotFoundError(msg)
     return found
 
 
-def build(out: Path, *, static: bool = True, compress: bool = False) -> Path:
-    """Build the launcher executable at ``out`` and return it.
+_SPEC: Final = """\
+# Generated by sanctum.launcher.build: PyInstaller's analysis only, written as JSON.
+import json
+from PyInstaller.compat import PY3_BASE_MODULES
+a = Analysis([{entry!r}], excludes={excludes!r}, hiddenimports={hidden!r})
+with open({out!r}, "w") as handle:
+    json.dump({{"pure": [list(t) for t in a.pure], "binaries": [list(t) for t in a.binaries],
+               "base": sorted(PY3_BASE_MODULES)}}, handle)
+"""
 
-    ``compress`` makes staticx compress its archive (about half the size, but every start then
-    pays for decompression; the PyInstaller archive inside is compressed already).
+
+def _analyse(workdir: Path) -> tuple[list[tuple[str, str]], list[tuple[str, str, str]]]:
+    """Return the launcher's pure modules (name, source) and binaries (name, path, kind).
 
     Raises:
-        subprocess.CalledProcessError: PyInstaller or staticx failed.
-        FileNotFoundError: A build tool is missing.
-        RuntimeError: The static result still needs a dynamic loader.
+        subprocess.CalledProcessError: PyInstaller failed.
     """
-    entry = Path(__file__).with_name("__main__.py")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    spec = workdir / "analysis.spec"
+    out = workdir / "analysis.json"
+    spec.write_text(
+        _SPEC.format(
+            entry=str(Path(__file__).with_name("bundle_boot.py")),
+            excludes=list(EXCLUDED_MODULES),
+            hidden=list(HIDDEN_IMPORTS),
+            out=str(out),
+        )
+    )
+    sys.stderr.write("+ PyInstaller analysis of sanctum.launcher\n")
+    _run([
+        sys.executable, "-m", "PyInstaller", "--noconfirm", "--log-level=WARN",
+        f"--distpath={workdir / 'dist'}", f"--workpath={workdir / 'work'}", str(spec),
+    ])  # fmt: skip
+    doc = json.loads(out.read_text())
+    pure = [(str(n), str(p)) for n, p, _kind in doc["pure"]]
+    # PyInstaller keeps the modules the interpreter needs while it starts in its own base
+    # library, outside the analysis's list: add them (packages whole) from the standard library.
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    for module in doc["base"]:
+        package = stdlib / module
+        if package.is_dir():
+            for source in sorted(package.rglob("*.py")):
+                parts = source.relative_to(stdlib).with_suffix("").parts
+                name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+                pure.append((name, str(source)))
+        elif (stdlib / f"{module}.py").is_file():
+            pure.append((module, str(stdlib / f"{module}.py")))
+    binaries = [(str(n), str(p), str(k)) for n, p, k in doc["binaries"]]
+    return pure, binaries
+
+
+def _needed(path: Path, patchelf: str) -> list[str]:
+    """Return the DT_NEEDED entries of ``path``."""
+    return _run([patchelf, "--print-needed", str(path)]).split()
+
+
+def _resolve(path: Path) -> dict[str, Path]:
+    """Return what the host's loader resolves for ``path``: soname to file (``ldd``)."""
+    found: dict[str, Path] = {}
+    for line in _run(["ldd", str(path)]).splitlines():
+        parts = line.split()
+        if "=>" in parts and len(parts) >= 3 and parts[2].startswith("/"):
+            found[parts[0]] = Path(parts[2]).resolve()
+        elif parts and parts[0].startswith("/"):
+            found[Path(parts[0]).name] = Path(parts[0]).resolve()
+    return found
+
+
+def _find_library(soname: str) -> Path:
+    """Return the host path of a library by soname (``ldconfig -p``).
+
+    Raises:
+        FileNotFoundError: Not installed.
+    """
+    ldconfig = shutil.which("ldconfig") or "/sbin/ldconfig"
+    for line in _run([ldconfig, "-p"]).splitlines():
+        name, _, target = line.strip().partition(" => ")
+        if name.split(" ", 1)[0] == soname and "x86-64" in name:
+            return Path(target).resolve()
+    msg = f"{soname} is not installed on the build machine (apt-get install fuse3)"
+    raise FileNotFoundError(msg)
+
+
+def _module_of(name: str) -> str:
+    """Return the module name of an extension's bundle path (``lib-dynload/_ssl.cpython...``)."""
+    if "lib-dynload/" in name:
+        name = name.split("lib-dynload/", 1)[1]
+    directory, _, base = name.rpartition("/")
+    stem = base.split(".", 1)[0]
+    return f"{directory.replace('/', '.')}.{stem}" if directory else stem
+
+
+@dataclass
+class Bundle:
+    """What goes into the launcher file (descriptor numbers, files, modules).
+
+    Attributes:
+        files: Descriptor to (memory-file name, host source path), in descriptor order.
+        needs: Descriptor to the descriptors it needs directly (DT_NEEDED).
+        extensions: Extension module name to its descriptor.
+        boot: Descriptors the stub loads before Python starts.
+        fuse: Descriptor of libfuse3.
+        pure: Module name to source file of the pure Python modules.
+    """
+
+    files: dict[int, tuple[str, Path]] = field(default_factory=dict)
+    needs: dict[int, list[int]] = field(default_factory=dict)
+    extensions: dict[str, int] = field(default_factory=dict)
+    boot: list[int] = field(default_factory=list)
+    fuse: int = 0
+    pure: dict[str, Path] = field(default_factory=dict)
+
+    def closure(self, fd: int) -> list[int]:
+        """Return what ``fd`` needs, transitively, dependencies first (``fd`` excluded)."""
+        order: list[int] = []
+
+        def visit(item: int) -> None:
+            for dependency in self.needs.get(item, []):
+                if dependency not in order:
+                    visit(dependency)
+                    order.append(dependency)
+
+        visit(fd)
+        return [item for item in order if item != fd]
+
+
+def _plan(
+    pure: list[tuple[str, str]], binaries: list[tuple[str, str, str]], patchelf: str
+) -> Bundle:
+    """Assign descriptors to every ELF file and resolve their dependencies.
+
+    Raises:
+        RuntimeError: A needed library cannot be resolved, or too many files.
+    """
+    bundle = Bundle()
+    python = Path(sys.executable).resolve()
+    extensions = {_module_of(n): Path(p) for n, p, kind in binaries if kind == "EXTENSION"}
+    fuse_path = _find_library("libfuse3.so.3")
+    roots = [python, fuse_path, *extensions.values()]
+    roots += [Path(p) for _n, p, kind in binaries if kind == "BINARY"]
+    libraries: dict[str, Path] = {}
+    for root in roots:
+        libraries.update(_resolve(root))
+    libraries = {name: path for name, path in libraries.items() if name != "linux-vdso.so.1"}
+    loader = next(path for name, path in libraries.items() if _LOADER_SONAME.match(name))
+    by_soname: dict[str, int] = {}
+    next_fd = FIRST_FD
+    for name, path in [("ld.so", loader), ("python", python)]:
+        bundle.files[next_fd] = (name, path)
+        next_fd += 1
+    for name, path in sorted(libraries.items()):
+        if _LOADER_SONAME.match(name):
+            continue
+        bundle.files[next_fd] = (name, path)
+        by_soname[name] = next_fd
+        next_fd += 1
+    if "libfuse3.so.3" not in by_soname:
+        bundle.files[next_fd] = ("libfuse3.so.3", fuse_path)
+        by_soname["libfuse3.so.3"] = next_fd
+        next_fd += 1
+    bundle.fuse = by_soname["libfuse3.so.3"]
+    for module, path in sorted(extensions.items()):
+        bundle.files[next_fd] = (module[-60:], path)
+        bundle.extensions[module] = next_fd
+        next_fd += 1
+    if next_fd > _MAX_FD:
+        msg = f"{next_fd - FIRST_FD} files do not fit below descriptor {_MAX_FD}"
+        raise RuntimeError(msg)
+    for fd, (_name, path) in bundle.files.items():
+        if fd == FIRST_FD:
+            continue
+        needs = []
+        for soname in _needed(path, patchelf):
+            if _LOADER_SONAME.match(soname):
+                continue
+            if soname not in by_soname:
+                msg = f"{path} needs {soname}, which the build machine's loader did not resolve"
+                raise RuntimeError(msg)
+            needs.append(by_soname[soname])
+        bundle.needs[fd] = needs
+    bundle.boot = [FIRST_FD, FIRST_FD + 1, *bundle.closure(FIRST_FD + 1)]
+    bundle.pure = {name: Path(source) for name, source in pure if source.endswith(".py")}
+    return bundle
+
+
+def _prepare_elf(fd: int, source: Path, bundle: Bundle, workdir: Path, patchelf: str) -> Path:
+    """Return a stripped copy of ``source`` whose DT_NEEDED entries name ``/proc/self/fd/N``.
+
+    Raises:
+        subprocess.CalledProcessError: strip or patchelf failed.
+    """
+    target = workdir / "elf" / str(fd)
+    target.parent.mkdir(exist_ok=True)
+    strip = shutil.which("strip")
+    if strip is not None and fd != FIRST_FD:
+        _run([strip, "--strip-unneeded", "-o", str(target), str(source)])
+    else:
+        shutil.copyfile(source, target)
+    target.chmod(0o755)
+    if fd == FIRST_FD:
+        return target
+    by_fd = {other: name for other, (name, _path) in bundle.files.items()}
+    command = [patchelf, "--remove-rpath"]
+    for soname in _needed(target, patchelf):
+        if _LOADER_SONAME.match(soname):
+            continue
+        dependency = next(d for d in bundle.needs[fd] if by_fd[d] == soname)
+        command += ["--replace-needed", soname, f"/proc/self/fd/{dependency}"]
+    _run([*command, str(target)])
+    return target
+
+
+def _table(bundle: Bundle, offsets: dict[int, tuple[int, int]]) -> str:
+    """Return the source of the generated ``_sanctum_table`` module."""
+    files = {fd: (*offsets[fd], name) for fd, (name, _path) in bundle.files.items()}
+    extensions = {m: (fd, *bundle.closure(fd)) for m, fd in sorted(bundle.extensions.items())}
+    preloads = {"mfusepy": ("FUSE_LIBRARY_PATH", bundle.fuse, tuple(bundle.closure(bundle.fuse)))}
+    return (
+        '"""Generated by sanctum.launcher.build: where the bundled files are (ADR 0103)."""\n'
+        f"FILES = {files!r}\n"
+        f"EXTENSIONS = {extensions!r}\n"
+        f"PRELOADS = {preloads!r}\n"
+        f"BOOT = {tuple(bundle.boot)!r}\n"
+    )
+
+
+def _compiled(source: Path, name: str, workdir: Path) -> Path:
+    """Return ``source`` compiled to an unchecked-hash .pyc (no timestamps, no source needed).
+
+    Raises:
+        py_compile.PyCompileError: The source does not compile.
+    """
+    target = workdir / "pyc" / f"{name}.pyc"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    py_compile.compile(
+        str(source),
+        cfile=str(target),
+        dfile=name.replace(".", "/") + ".py",
+        doraise=True,
+        invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
+    )
+    return target
+
+
+def _stub(workdir: Path) -> bytes:
+    """Compile the static start stub.
+
+    Raises:
+        subprocess.CalledProcessError: The compiler failed.
+        FileNotFoundError: No C compiler.
+    """
+    compiler = os.environ.get("CC") or shutil.which("gcc") or shutil.which("cc")
+    if compiler is None:
+        msg = "a C compiler (gcc, with the static glibc of libc6-dev) is needed"
+        raise FileNotFoundError(msg)
+    out = workdir / "stub"
+    source = Path(__file__).with_name("bundle_stub.c")
+    _run([compiler, "-static", "-Os", "-s", "-Wall", "-Werror", "-o", str(out), str(source)])
+    return out.read_bytes()
+
+
+def build(out: Path) -> Path:
+    """Build the self-contained launcher at ``out`` and return it.
+
+    Raises:
+        subprocess.CalledProcessError: A build tool failed.
+        FileNotFoundError: A build tool or libfuse3 is missing.
+        RuntimeError: The result needs a dynamic loader or does not start.
+    """
     patchelf = _tool("patchelf")
+    out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="sanctum-launcher-build-") as work:
         workdir = Path(work)
-        spec = workdir / "sanctum-launcher.spec"
-        spec.write_text(
-            _SPEC.format(
-                entry=str(entry),
-                excludes=list(EXCLUDED_MODULES),
-                fixdir=str(workdir / "fixed"),
-                patchelf=patchelf,
-            )
-        )
-        _run([
-            sys.executable,
-            "-m",
-            "PyInstaller",
-            "--noconfirm",
-            "--log-level=WARN",
-            f"--distpath={workdir / 'dist'}",
-            f"--workpath={workdir / 'work'}",
-            str(spec),
-        ])  # fmt: skip
-        frozen = workdir / "dist" / "sanctum-launcher"
-        result = frozen
-        if static:
-            env = dict(os.environ, PATH=f"{Path(patchelf).parent}:{os.environ.get('PATH', '')}")
-            options = [] if compress else ["--no-compress"]
-            result = workdir / "sanctum-launcher.static"
-            _run([_tool("staticx"), "--strip", *options, str(frozen), str(result)], env=env)
-            if not is_static_elf(result):
-                msg = f"{result} still has an ELF interpreter: staticx did not make it static"
-                raise RuntimeError(msg)
-        # Replace the output atomically: a demo or test may be running the previous build.
+        pure, binaries = _analyse(workdir)
+        bundle = _plan(pure, binaries, patchelf)
         staged = out.with_name(f".{out.name}.tmp")
-        shutil.copyfile(result, staged)
+        offsets: dict[int, tuple[int, int]] = {}
+        with staged.open("wb") as handle:
+            handle.write(_stub(workdir))
+            for fd, (_name, source) in bundle.files.items():
+                handle.write(b"\0" * (-handle.tell() % 4096))  # Page-aligned, for the cache.
+                data = _prepare_elf(fd, source, bundle, workdir, patchelf).read_bytes()
+                offsets[fd] = (handle.tell(), len(data))
+                handle.write(data)
+            boot_module = Path(__file__).with_name("bundle_boot.py")
+            table = workdir / "_sanctum_table.py"
+            table.write_text(_table(bundle, offsets))
+            modules = {**bundle.pure, "_sanctum_boot": boot_module, "_sanctum_table": table}
+            with zipfile.ZipFile(handle, "a", compression=zipfile.ZIP_STORED) as archive:
+                for name, source in sorted(modules.items()):
+                    package = source.name == "__init__.py"
+                    arcname = name.replace(".", "/") + ("/__init__.pyc" if package else ".pyc")
+                    info = zipfile.ZipInfo(arcname, date_time=(1980, 1, 1, 0, 0, 0))
+                    info.external_attr = 0o644 << 16
+                    archive.writestr(info, _compiled(source, name, workdir).read_bytes())
+                lines = [_BEGIN]
+                for fd in bundle.boot:
+                    offset, size = offsets[fd]
+                    lines.append(f"B {fd} {offset} {size} {bundle.files[fd][0]}\n".encode())
+                archive.comment = b"".join([*lines, _END])
         staged.chmod(0o755)
+        if not is_static_elf(staged):
+            msg = f"{staged} has an ELF interpreter: the stub is not static"
+            raise RuntimeError(msg)
+        check = subprocess.run(
+            [str(staged), "--version"], capture_output=True, text=True, check=False, timeout=60
+        )
+        if check.returncode != 0 or not check.stdout.startswith("sanctum-launcher "):
+            msg = f"the built launcher does not start: {check.stderr.strip()[-2000:]}"
+            raise RuntimeError(msg)
+        # Replace the output atomically: a demo or test may be running the previous build.
         staged.replace(out)
     return out
 
@@ -205,15 +465,16 @@ def main(argv: list[str] | None = None) -> int:
     """
     parser = argparse.ArgumentParser(description="Build the self-contained Sanctum launcher.")
     parser.add_argument("--out", type=Path, default=Path("build/launcher/sanctum-launcher"))
-    parser.add_argument("--no-static", action="store_true", help="Skip staticx (needs glibc).")
-    parser.add_argument("--compress", action="store_true", help="Smaller, slower to start.")
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    path = build(args.out, static=not args.no_static, compress=args.compress)
-    kind = "static" if is_static_elf(path) else "dynamic (needs glibc in the image)"
+    path = build(args.out)
     size = path.stat().st_size / 1e6
     took = time.perf_counter() - started
-    sys.stderr.write(f"built {path}: {size:.1f} MB, {kind}, in {took:.0f} s\n")
+    python = sysconfig.get_python_version()
+    sys.stderr.write(
+        f"built {path}: {size:.1f} MB, self-contained (Python {python}, no unpacking), "
+        f"in {took:.0f} s\n"
+    )
     return 0
 
 

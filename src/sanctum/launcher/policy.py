@@ -6,6 +6,7 @@ image's ``/etc/passwd`` text in, so every rule is a plain function with a plain 
 
 from __future__ import annotations
 
+import posixpath
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -17,6 +18,8 @@ __all__ = [
     "AppUser",
     "build_argv",
     "build_env",
+    "check_secret_paths",
+    "enclave_protected_dirs",
     "refusal_hint",
     "resolve_user",
     "split_san",
@@ -185,3 +188,61 @@ def split_san(name: str) -> str:
         if name.startswith(prefix):
             return name[len(prefix) :]
     return name
+
+
+def enclave_protected_dirs(manifest: EnclaveManifest) -> tuple[str, ...]:
+    """Return the directories whose files Gramine keeps inside the enclave for ``manifest``.
+
+    They are exactly the mounts the converter declares in the Gramine manifest
+    (:func:`sanctum.converter.gramine.render_gramine_manifest`): every ``rwDir`` (tmpfs), every
+    ``encryptedDir`` (encrypted mount) and the tmpfs directories holding the key, certificate,
+    chain and CA paths (:func:`~sanctum.converter.gramine.provisioned_tmpfs_dirs`). Anywhere
+    else is the host's file system, where a written secret would be in clear.
+
+    Raises:
+        LauncherConfigError: The manifest's key paths cannot be kept in the enclave
+            (``launcher.secret_path_unprotected``; the converter refuses such manifests).
+    """
+    from sanctum.converter.gramine import provisioned_tmpfs_dirs  # noqa: PLC0415 (Gramine only)
+    from sanctum.converter.manifest_errors import BuildOptionError  # noqa: PLC0415
+
+    try:
+        tmpfs = provisioned_tmpfs_dirs(manifest)
+    except BuildOptionError as error:
+        raise LauncherConfigError(
+            f"the manifest's key and certificate paths cannot be kept in the enclave: "
+            f"{error.message}",
+            code="launcher.secret_path_unprotected",
+        ) from error
+    return (*manifest.rw_dirs, *manifest.encrypted_dirs, *tmpfs)
+
+
+def check_secret_paths(files: Mapping[str, str], protected: Sequence[str]) -> None:
+    """Refuse file secrets that would be written outside every enclave-protected directory.
+
+    Args:
+        files: Secret name to the image path it is delivered to (file delivery only).
+        protected: The enclave-protected directories (:func:`enclave_protected_dirs`).
+
+    Raises:
+        LauncherConfigError: A path lies outside all of ``protected``
+            (``launcher.secret_path_unprotected``); nothing has been written yet.
+    """
+
+    def normal(path: str) -> str:
+        # As the launcher resolves it under the root: leading slashes collapse to one.
+        return posixpath.normpath("/" + path.lstrip("/"))
+
+    roots = [normal(directory).rstrip("/") for directory in protected]
+    for name, path in sorted(files.items()):
+        target = normal(path)
+        if not any(target.startswith(root + "/") for root in roots if root):
+            raise LauncherConfigError(
+                f"secret {name} would be written to {path}, outside every enclave-protected "
+                f"directory ({', '.join(sorted(set(roots))) or 'none'}); under Gramine it would "
+                "land in clear on the host",
+                code="launcher.secret_path_unprotected",
+                hint="deliver the secret into an rwDir, an encryptedDir or the certificates' "
+                "directory (for example /run/sanctum/tls), or as an environment variable",
+                details={"secret": name, "path": path},
+            )

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final, Protocol, TextIO
+from typing import TYPE_CHECKING, Final, Protocol, TextIO
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -27,7 +27,6 @@ from sanctum import __version__
 from sanctum.converter.manifest import EnclaveManifest, verify_signed_manifest
 from sanctum.converter.sigstruct import Sigstruct, parse_sigstruct
 from sanctum.errors import EvidenceError, SanctumError, UnavailableError
-from sanctum.launcher.encrypted import OpenedDirectory, open_encrypted_dirs
 from sanctum.launcher.errors import (
     AttestationRefusedError,
     LauncherConfigError,
@@ -43,6 +42,8 @@ from sanctum.launcher.policy import (
     AppUser,
     build_argv,
     build_env,
+    check_secret_paths,
+    enclave_protected_dirs,
     resolve_user,
     split_san,
 )
@@ -55,6 +56,10 @@ from sanctum.protocol.workload import (
     generate_workload_key,
     workload_report_data,
 )
+
+if TYPE_CHECKING:
+    # Imported when a manifest lists encrypted directories (FUSE and its stack cost start-up).
+    from sanctum.launcher.encrypted import OpenedDirectory
 
 __all__ = [
     "MANIFEST_PATH",
@@ -527,6 +532,15 @@ def _check_certificate(answer: AttestResponse, key: WorkloadKey) -> None:
         )
 
 
+def _file_secrets(answer: AttestResponse) -> dict[str, str]:
+    """Return the file-delivered secrets of ``answer``: name to image path."""
+    return {
+        secret.name: secret.path
+        for secret in answer.sealed_secrets
+        if secret.delivery == "file" and secret.path
+    }
+
+
 def _provision(
     root: Path,
     manifest: EnclaveManifest,
@@ -535,13 +549,21 @@ def _provision(
     key: WorkloadKey,
     secrets: Mapping[str, bytes],
     owner: AppUser | None,
+    gramine: bool = False,
 ) -> tuple[list[str], dict[str, str]]:
     """Write key, certificate, chain, CA and file secrets; return written paths and env secrets.
 
+    Under Gramine every file secret must go to an enclave-protected directory (checked before
+    anything is written, see :func:`~sanctum.launcher.policy.check_secret_paths`).
+
     Raises:
+        LauncherConfigError: Under Gramine, a file secret outside every enclave-protected
+            directory (``launcher.secret_path_unprotected``).
         EvidenceError: An env secret is not UTF-8 text without NUL (``launcher.secret_invalid``).
         OSError: A file cannot be written.
     """
+    if gramine:
+        check_secret_paths(_file_secrets(answer), enclave_protected_dirs(manifest))
     written: list[str] = []
     key_pem = key.private_bytes(
         serialization.Encoding.PEM,
@@ -644,8 +666,13 @@ def prepare(
     simulated = source is None or source.info.simulated
     if simulated:
         with log.step("trusted files checked") as out:
-            count = check_trusted_files(settings.root, manifest.trusted_files, manifest.symlinks)
-            out.append(f"{count} entries match the manifest")
+            count = check_trusted_files(
+                settings.root,
+                manifest.trusted_files,
+                manifest.symlinks,
+                skip=(manifest.launcher,),
+            )
+            out.append(f"{count} entries match the manifest (the launcher is not self-hashed)")
     argv, ignored = build_argv(manifest, settings.runtime_args)
     if ignored:
         log.line("run-time arguments ignored: the manifest does not allow command-line arguments")
@@ -700,17 +727,19 @@ def prepare(
     finally:
         link.close()
     _check_certificate(answer, key)
-    with log.step("provisioned") as out:
-        secrets = answer.open_secrets(key, expected_nonce=nonce, expected_app=app)
-        written, secret_env = _provision(
-            settings.root, manifest, answer=answer, key=key, secrets=secrets, owner=file_owner
-        )
-        if settings.token_file:
-            write_atomic(in_root(settings.root, settings.token_file), answer.token.encode())
-            written.append(settings.token_file)
-        out.append(f"{len(written)} files, {len(secret_env)} env secrets")
+    if source.info.name == "gramine":
+        # Refused before anything is mounted, provisioned or written (checked again on renewal).
+        check_secret_paths(_file_secrets(answer), enclave_protected_dirs(manifest))
+    # Encrypted directories are opened first, so that certificates and secrets written into
+    # one land in the encrypted file system (never in clear beneath a later mount).
     opened: list[OpenedDirectory] = []
     if manifest.encrypted_dirs:
+        from sanctum.launcher.encrypted import open_encrypted_dirs  # noqa: PLC0415
+        from sanctum.launcher.epoch_report import (  # noqa: PLC0415
+            report_opened,
+            start_epoch_reporter,
+        )
+
         with log.step("encrypted directories") as out:
             dir_keys = answer.open_dir_keys(key, expected_nonce=nonce, expected_app=app)
             opened = open_encrypted_dirs(
@@ -721,7 +750,33 @@ def prepare(
                 owner=owner,
                 log=log.line,
             )
+            report_opened(
+                lambda: link_factory(url, pin, settings),
+                key,
+                answer.certificate,
+                opened,
+                now=dt.datetime.now(dt.UTC),
+                log=log.line,
+            )
+            start_epoch_reporter(
+                lambda: link_factory(url, pin, settings), key, answer.certificate, opened, dir_keys
+            )
             out.append(f"{len(opened)} opened ({', '.join(sorted({o.mode for o in opened}))})")
+    with log.step("provisioned") as out:
+        secrets = answer.open_secrets(key, expected_nonce=nonce, expected_app=app)
+        written, secret_env = _provision(
+            settings.root,
+            manifest,
+            answer=answer,
+            key=key,
+            secrets=secrets,
+            owner=file_owner,
+            gramine=source.info.name == "gramine",
+        )
+        if settings.token_file:
+            write_atomic(in_root(settings.root, settings.token_file), answer.token.encode())
+            written.append(settings.token_file)
+        out.append(f"{len(written)} files, {len(secret_env)} env secrets")
     env = build_env(manifest, host_env, secret_env)
     path = _which(settings.root, argv[0], env)
     return LaunchPlan(
@@ -792,6 +847,7 @@ def renew_once(context: RenewalContext, *, log: StepLog) -> AttestResponse:
         key=context.key,
         secrets=secrets,
         owner=context.owner,
+        gramine=context.source.info.name == "gramine",
     )
     return answer
 
@@ -823,7 +879,8 @@ def exec_plan(
 ) -> None:
     """Replace this process with the app (same PID; signals and exit codes are the app's).
 
-    Drops to the manifest's user first when the launcher runs as root.
+    Drops to the manifest's user first when the launcher runs as root. Under the tmpfs fallback
+    of encrypted directories the app runs as the launcher's child instead (ADR 0119).
 
     Raises:
         LauncherConfigError: The working directory does not exist (``launcher.workdir_missing``).
@@ -835,10 +892,20 @@ def exec_plan(
         raise LauncherConfigError(
             f"working directory {plan.workdir} is missing", code="launcher.workdir_missing"
         ) from error
-    if plan.user is not None and os.geteuid() == 0 and plan.user.uid != 0:
-        os.setgroups([])
-        os.setgid(plan.user.gid)
-        os.setuid(plan.user.uid)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    execve(str(in_root(root, plan.path)), plan.argv, plan.env)
+
+    def become_app() -> None:
+        if plan.user is not None and os.geteuid() == 0 and plan.user.uid != 0:
+            os.setgroups([])
+            os.setgid(plan.user.gid)
+            os.setuid(plan.user.uid)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        execve(str(in_root(root, plan.path)), plan.argv, plan.env)
+
+    if any(item.session is not None for item in plan.encrypted_dirs):
+        # The tmpfs fallback (ADR 0119): the launcher stays the app's parent, syncs and exits
+        # like the app; this call does not return.
+        from sanctum.launcher.encrypted import run_app_with_fallback  # noqa: PLC0415
+
+        run_app_with_fallback(plan.encrypted_dirs, become_app)
+    become_app()

@@ -22,18 +22,20 @@ Protocol (JSON over HTTP/1.1)::
       -> 200 {"simulated": true, "tee": "sgx", "quote": b64, "collateral": {...}}
     GET /v1/info     -> 200 {"simulated": true, "tee": "sgx", "fmspc": hex, "root_ca_pem": ...}
 
-The client half (:class:`SimQeEvidenceSource`) imports only the standard library, ``httpx`` and
-the protocol models, so the frozen launcher stays small; the server half imports the simulation
-PKI lazily.
+The client half (:class:`SimQeEvidenceSource`) imports only the standard library
+(:mod:`http.client` over a Unix socket or loopback TCP), so the launcher starts fast and its
+frozen form stays small (ADR 0103); the server half imports the simulation PKI lazily.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import http.client
 import json
 import logging
 import os
+import socket
 import socketserver
 import threading
 from collections.abc import Callable, Mapping
@@ -42,8 +44,7 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
-
-import httpx
+from urllib.parse import urlsplit
 
 from sanctum.errors import EvidenceError, UnavailableError, UsageError
 from sanctum.platforms.evidence import REPORT_DATA_SIZE, PlatformInfo
@@ -65,6 +66,8 @@ __all__ = [
 #: Environment variable the launcher reads to find the service (``unix:PATH`` or ``http://…``).
 SIM_QE_ENV: Final = "SANCTUM_SIM_QE"
 _MAX_BODY: Final = 16 * 1024
+#: Largest answer read from the service (a quote and its collateral are ~20 KiB).
+_MAX_ANSWER: Final = 1024 * 1024
 _log = logging.getLogger(__name__)
 
 
@@ -375,16 +378,37 @@ def start_sim_qe(
 # Client (the launcher's evidence source) -----------------------------------------------------
 
 
-def _transport_for(address: str) -> tuple[httpx.HTTPTransport, str]:
-    """Return an httpx transport and base URL for ``unix:PATH`` or ``http://127.0.0.1:PORT``.
+class _UnixConnection(http.client.HTTPConnection):
+    """An HTTP/1.1 connection over a Unix socket."""
+
+    def __init__(self, path: str, *, timeout: float) -> None:
+        super().__init__("sim-qe", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        """Connect to the socket file."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(self.timeout)
+            sock.connect(self._path)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+def _connection_for(address: str, timeout: float) -> http.client.HTTPConnection:
+    """Return a connection to ``unix:PATH`` or ``http://127.0.0.1:PORT`` (not yet connected).
 
     Raises:
         UsageError: The address is neither (``sim_qe.address_invalid``).
     """
     if address.startswith("unix:"):
-        return httpx.HTTPTransport(uds=address[len("unix:") :]), "http://sim-qe"
+        return _UnixConnection(address[len("unix:") :], timeout=timeout)
     if address.startswith(("http://127.0.0.1:", "http://localhost:", "http://[::1]:")):
-        return httpx.HTTPTransport(), address.rstrip("/")
+        parts = urlsplit(address)
+        if parts.hostname and parts.port:
+            return http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
     raise UsageError(
         f"{SIM_QE_ENV}={address!r} is not unix:PATH or a loopback http:// URL",
         code="sim_qe.address_invalid",
@@ -428,25 +452,16 @@ class SimQeEvidenceSource:
     and SIGSTRUCT); nothing measures it. See the module docstring.
     """
 
-    def __init__(
-        self,
-        address: str,
-        identity: QuoteIdentity,
-        *,
-        timeout: float = 10.0,
-        transport: httpx.BaseTransport | None = None,
-    ) -> None:
+    def __init__(self, address: str, identity: QuoteIdentity, *, timeout: float = 10.0) -> None:
         """Prepare a client of the simulated QE at ``address`` (``unix:PATH`` or loopback URL).
 
         Raises:
             UsageError: The address is not supported (``sim_qe.address_invalid``).
         """
-        default_transport, base_url = _transport_for(address)
+        _connection_for(address, timeout)  # Checks the address now, not at the first quote.
         self._address = address
         self._identity = identity
-        self._client = httpx.Client(
-            base_url=base_url, transport=transport or default_transport, timeout=timeout
-        )
+        self._timeout = timeout
         self.last_collateral: Mapping[str, str] | None = None
 
     @property
@@ -460,8 +475,7 @@ class SimQeEvidenceSource:
         )
 
     def close(self) -> None:
-        """Close the HTTP connection pool."""
-        self._client.close()
+        """Release resources (each quote uses its own short connection; nothing stays open)."""
 
     def quote_with_collateral(self, report_data: bytes) -> SimulatedQuote:
         """Return a simulated quote of ``report_data`` and its collateral.
@@ -480,23 +494,33 @@ class SimQeEvidenceSource:
             "report_data": base64.b64encode(report_data).decode("ascii"),
             "identity": self._identity.to_json(),
         }
+        connection = _connection_for(self._address, self._timeout)
         try:
-            response = self._client.post("/v1/quote", json=request)
-        except httpx.HTTPError as error:
+            connection.request(
+                "POST",
+                "/v1/quote",
+                body=json.dumps(request).encode(),
+                headers={"Content-Type": "application/json"},
+            )
+            response = connection.getresponse()
+            status, body = response.status, response.read(_MAX_ANSWER)
+        except (OSError, http.client.HTTPException) as error:
             raise UnavailableError(
                 f"the simulated quoting service at {self._address} cannot be reached: {error}",
                 code="sim_qe.unavailable",
                 hint="start it on the host: sanctum platform sim-qe serve --socket PATH "
                 "(and bind-mount the socket into the container)",
             ) from error
-        if response.status_code != 200:
+        finally:
+            connection.close()
+        if status != 200:
             raise UnavailableError(
-                f"the simulated quoting service answered HTTP {response.status_code}: "
-                f"{response.text[:200]}",
+                f"the simulated quoting service answered HTTP {status}: "
+                f"{body[:200].decode('utf-8', 'replace')}",
                 code="sim_qe.unavailable",
             )
         try:
-            doc = response.json()
+            doc = json.loads(body)
             quote = base64.b64decode(doc["quote"], validate=True)
             collateral = doc["collateral"]
             if doc.get("simulated") is not True or not isinstance(collateral, dict):
