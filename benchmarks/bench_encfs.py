@@ -2,56 +2,115 @@
 
 Workloads (1 GiB by default, ``--size-mib`` to change):
 
-- sequential write (1 MiB writes, then fsync/commit) and sequential read (1 MiB reads);
-- random reads of 4 KiB at random offsets (``--random-reads`` of them).
+- ``write``: sequential 1 MiB writes, then ``fsync`` (the commit);
+- ``read cache``: sequential 1 MiB reads right after the write (what the page cache holds:
+  for FUSE with ``page_cache`` the decrypted pages, for the API only the ciphertext);
+- ``read disk``: the same after evicting every file involved from the page cache (the backing
+  files and the mount's own pages, with ``posix_fadvise(DONTNEED)``; ``--drop-caches`` also
+  writes 3 to ``/proc/sys/vm/drop_caches``, which needs root and slows everyone else down);
+- ``random cache``: ``--random-reads`` reads of 4 KiB at random offsets, the file cached;
+- ``random disk``: the same after evicting again.
 
-Each runs on a plain file (the baseline), through the ``EncryptedDirectory`` API and, when FUSE
-works here, through a FUSE mount (``mount_encrypted``). Sequential reads run twice: "warm" from
-the page cache (the file was just written: this measures the cost of decryption and of the
-code path against a bare memory copy) and "cold" after evicting the files from the page cache
-with ``posix_fadvise(DONTNEED)`` (data at rest read from the disk, the realistic case).
-Goal: sequential throughput through the encrypted directory >= 50% of plaintext.
+Targets: a plain file (the baseline), the ``EncryptedDirectory`` API and, when FUSE works here,
+a FUSE mount (``mount_encrypted``) with its defaults and, for comparison, "uncached" as before
+ADR 0113 (``page_cache=False, writeback_cache=False, readahead_kb=None``: no kernel caching
+across opens, synchronous writes, the kernel's 128 KiB read-ahead).
+
+Each round runs one workload on every target back to back before the next workload, so the
+plaintext baseline and the encrypted targets see nearly the same machine load; each ratio is
+taken against the plaintext of the same round. The report gives median ratios with their
+spread over the rounds, the load average, and the CPU time spent per GiB (the benchmark
+process plus, for FUSE, the server process): unlike throughput, CPU cost hardly moves with
+other jobs on the machine. Goal: sequential throughput >= 50% of plaintext.
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
 import random
+import statistics
+import subprocess
 import tempfile
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from sanctum.encfs import EncryptedDirectory, fuse_available, mount_encrypted
 
 BLOCK = 1024 * 1024
 SMALL = 4096
 KEY = bytes(range(32))
+METRICS = ("write", "read cache", "read disk", "random cache", "random disk")
 
 
-def _evict(root: Path) -> None:
-    """Drop the page cache of every file under ``root`` (clean pages only: fsync first)."""
-    for path in root.rglob("*"):
-        if path.is_file() and not os.path.ismount(path.parent):
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-            finally:
-                os.close(fd)
+def _evict(paths: list[Path], *, drop_caches: bool) -> None:
+    """Drop the page cache of ``paths`` (files, or every file under a directory)."""
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files.extend(p for p in path.rglob("*") if p.is_file())
+        elif path.exists():
+            files.append(path)
+    for path in files:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+    if drop_caches:
+        subprocess.run(["sync"], check=True)
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
 
 
-def _timed(action: Callable[[], None]) -> float:
-    start = time.perf_counter()
-    action()
-    return time.perf_counter() - start
+def _cpu_seconds(pid: int | None) -> float:
+    """Return the CPU time (user + system) of this process, plus that of ``pid`` if given."""
+    times = os.times()
+    total = times.user + times.system
+    if pid is not None:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
-def _file_workloads(
-    path: Path, size: int, data: bytes, offsets: list[int], backing: Path
-) -> dict[str, float]:
-    """Write, read and random-read a regular file (plain disk, or a file in a FUSE mount)."""
+@dataclass
+class Target:
+    """One way of storing the file: the workloads as callables, and what to evict."""
+
+    name: str
+    write: Callable[[], None]
+    read: Callable[[], None]
+    random_read: Callable[[], None]
+    evict_paths: list[Path]
+    server_pid: int | None = None
+    times: dict[str, float] = field(default_factory=dict)
+    cpu: dict[str, float] = field(default_factory=dict)
+
+    def run(self, metric: str) -> None:
+        """Run and time one workload."""
+        action = {
+            "write": self.write,
+            "read cache": self.read,
+            "read disk": self.read,
+            "random cache": self.random_read,
+            "random disk": self.random_read,
+        }[metric]
+        cpu = _cpu_seconds(self.server_pid)
+        start = time.perf_counter()
+        action()
+        self.times[metric] = time.perf_counter() - start
+        self.cpu[metric] = _cpu_seconds(self.server_pid) - cpu
+
+
+def _file_target(
+    name: str, path: Path, size: int, data: bytes, offsets: list[int], *, evict: list[Path]
+) -> Target:
+    """Return the workloads on a regular file (plain disk, or a file in a FUSE mount)."""
 
     def write() -> None:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -78,15 +137,12 @@ def _file_workloads(
         finally:
             os.close(fd)
 
-    times = {"write": _timed(write), "read": _timed(read)}
-    _evict(backing)
-    times["cold"] = _timed(read)
-    times["random"] = _timed(random_read)
-    return times
+    return Target(name, write, read, random_read, [*evict, path])
 
 
-def _api_workloads(host: Path, size: int, data: bytes, offsets: list[int]) -> dict[str, float]:
-    directory = EncryptedDirectory.open(host, KEY, create=True)
+def _api_target(
+    directory: EncryptedDirectory, host: Path, size: int, data: bytes, offsets: list[int]
+) -> Target:
     directory.create("big")
 
     def write() -> None:
@@ -102,14 +158,64 @@ def _api_workloads(host: Path, size: int, data: bytes, offsets: list[int]) -> di
         for offset in offsets:
             directory.read("big", offset, SMALL)
 
-    try:
-        times = {"write": _timed(write), "read": _timed(read)}
-        _evict(host)
-        times["cold"] = _timed(read)
-        times["random"] = _timed(random_read)
-        return times
-    finally:
-        directory.close()
+    return Target("API", write, read, random_read, [host])
+
+
+def _fuse_variants() -> dict[str, dict[str, Any]]:
+    """Return the FUSE configurations to measure (only the defaults on older code)."""
+    variants: dict[str, dict[str, Any]] = {"FUSE": {}}
+    parameters = inspect.signature(mount_encrypted).parameters
+    if "writeback_cache" in parameters:
+        variants["FUSE uncached"] = {
+            "page_cache": False,
+            "writeback_cache": False,
+            "readahead_kb": None,
+        }
+    return variants
+
+
+def _round(
+    root: Path,
+    size: int,
+    data: bytes,
+    offsets: list[int],
+    args: argparse.Namespace,
+    *,
+    number: int,
+) -> list[Target]:
+    """Measure every workload on every target once (workload by workload)."""
+    with ExitStack() as stack:
+        (root / "plain").mkdir()
+        targets = [_file_target("plaintext", root / "plain" / "big", size, data, offsets, evict=[])]
+        if not args.no_api:
+            directory = stack.enter_context(EncryptedDirectory.open(root / "api", KEY, create=True))
+            targets.append(_api_target(directory, root / "api", size, data, offsets))
+        if not args.no_fuse and fuse_available() is None:
+            for variant, (name, options) in enumerate(_fuse_variants().items()):
+                host, mountpoint = root / f"fuse{variant}", root / f"mnt{variant}"
+                mountpoint.mkdir()
+                mount = stack.enter_context(mount_encrypted(host, mountpoint, KEY, **options))
+                target = _file_target(
+                    name, mountpoint / "big", size, data, offsets, evict=[host, mountpoint / "big"]
+                )
+                target.server_pid = mount.pid
+                targets.append(target)
+        # Each round starts with another target, so none always pays for what the round before
+        # left to the disk; before each write, the disk is flushed (untimed) for the same reason.
+        order = targets[number % len(targets) :] + targets[: number % len(targets)]
+        for metric in METRICS:
+            if metric.endswith("disk"):
+                _evict([p for t in targets for p in t.evict_paths], drop_caches=args.drop_caches)
+            for target in order:
+                if metric == "write":
+                    os.sync()
+                target.run(metric)
+        return targets
+
+
+def _load() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.2f} {five:.2f} {fifteen:.2f}"
 
 
 def main() -> None:
@@ -117,72 +223,78 @@ def main() -> None:
     parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument("--random-reads", type=int, default=20000)
     parser.add_argument("--dir", type=Path, default=None, help="Work directory (on the disk).")
+    parser.add_argument("--rounds", type=int, default=5, help="Rounds (medians are reported).")
     parser.add_argument("--no-fuse", action="store_true")
-    parser.add_argument("--rounds", type=int, default=2, help="Best of this many rounds.")
+    parser.add_argument("--no-api", action="store_true")
+    parser.add_argument(
+        "--drop-caches", action="store_true", help="Also drop all caches (root) when evicting."
+    )
     args = parser.parse_args()
     size = args.size_mib * BLOCK
     data = os.urandom(BLOCK)
     rng = random.Random(7)
     offsets = [rng.randrange(0, size - SMALL) for _ in range(args.random_reads)]
-
-    results: dict[str, dict[str, float]] = {}
-
-    def keep_best(name: str, times: dict[str, float]) -> None:
-        best = results.setdefault(name, times)
-        for key, value in times.items():
-            best[key] = min(best[key], value)
+    reason = "disabled" if args.no_fuse else fuse_available()
+    if reason is not None:
+        print(f"FUSE skipped: {reason}")
+    print(f"load average before: {_load()}")
 
     # Warm-up: the first large write of a run pays for reclaiming page cache; do it untimed.
     with tempfile.TemporaryDirectory(dir=args.dir, prefix="bench-encfs-") as temp:
-        _file_workloads(Path(temp) / "warm-up", size, data, offsets[:1], Path(temp))
+        _file_target("warm-up", Path(temp) / "warm-up", size, data, offsets[:1], evict=[]).write()
 
-    for _round in range(args.rounds):
+    rounds: list[dict[str, Target]] = []
+    for number in range(args.rounds):
         with tempfile.TemporaryDirectory(dir=args.dir, prefix="bench-encfs-") as temp:
-            root = Path(temp)
-            (root / "plain").mkdir()
-            keep_best(
-                "plaintext",
-                _file_workloads(root / "plain" / "big", size, data, offsets, root / "plain"),
-            )
-            (root / "plain" / "big").unlink()
-            keep_best("encfs API", _api_workloads(root / "api", size, data, offsets))
-            reason = "disabled" if args.no_fuse else fuse_available()
-            if reason is None:
-                (root / "mnt").mkdir()
-                with mount_encrypted(root / "fuse", root / "mnt", KEY):
-                    keep_best(
-                        "encfs FUSE",
-                        _file_workloads(root / "mnt" / "big", size, data, offsets, root / "fuse"),
-                    )
-            elif _round == 0:
-                print(f"FUSE skipped: {reason}")
+            targets = _round(Path(temp), size, data, offsets, args, number=number)
+            rounds.append({target.name: target for target in targets})
+    _report(rounds, args)
+    print(f"load average after: {_load()}")
 
-    mib = size / BLOCK
-    base = results["plaintext"]
+
+def _report(rounds: list[dict[str, Target]], args: argparse.Namespace) -> None:
+    """Print medians (MiB/s or reads/s), median ratios with their spread, and CPU costs."""
+    mib = args.size_mib
     print(
-        f"size {args.size_mib} MiB, {args.random_reads} random 4 KiB reads, best of "
-        f"{args.rounds} rounds (MiB/s, reads/s)"
+        f"\nsize {mib} MiB, {args.random_reads} random 4 KiB reads, {len(rounds)} rounds; "
+        "medians (sequential MiB/s, random reads/s)"
     )
-    print(
-        f"{'':11} {'write':>7} {'read warm':>10} {'read cold':>10} {'random':>8}   "
-        "ratio to plaintext: write / warm / cold / random"
-    )
-    for name, times in results.items():
-        print(
-            f"{name:11} {mib / times['write']:7.0f} {mib / times['read']:10.0f} "
-            f"{mib / times['cold']:10.0f} {args.random_reads / times['random']:8.0f}   "
-            + " / ".join(
-                f"{base[key] / times[key]:.2f}" for key in ("write", "read", "cold", "random")
+    print(f"{'':14}" + "".join(f"{metric:>14}" for metric in METRICS))
+    for name in rounds[0]:
+        cells = []
+        for metric in METRICS:
+            work = mib if not metric.startswith("random") else args.random_reads
+            rates = [work / r[name].times[metric] for r in rounds]
+            cells.append(f"{statistics.median(rates):14.0f}")
+        print(f"{name:14}" + "".join(cells))
+    print("\nratio to plaintext of the same round: median [min-max]")
+    print(f"{'':14}" + "".join(f"{metric:>18}" for metric in METRICS))
+    medians: dict[str, dict[str, float]] = {}
+    for name in [name for name in rounds[0] if name != "plaintext"]:
+        cells = []
+        for metric in METRICS:
+            ratios = [r["plaintext"].times[metric] / r[name].times[metric] for r in rounds]
+            medians.setdefault(name, {})[metric] = statistics.median(ratios)
+            cells.append(
+                f"{statistics.median(ratios):7.2f} [{min(ratios):.2f}-{max(ratios):.2f}]".rjust(18)
             )
-        )
-    for name in [name for name in results if name != "plaintext"]:
-        times = results[name]
-        write, cold = base["write"] / times["write"], base["cold"] / times["cold"]
-        warm = base["read"] / times["read"]
-        verdict = "met" if min(write, cold) >= 0.5 else "NOT met"
+        print(f"{name:14}" + "".join(cells))
+    print("\nCPU seconds per GiB (sequential) or per 10 000 random reads, median (app + server)")
+    print(f"{'':14}" + "".join(f"{metric:>14}" for metric in METRICS))
+    for name in rounds[0]:
+        cells = []
+        for metric in METRICS:
+            per = 10000 / args.random_reads if metric.startswith("random") else 1024 / mib
+            cells.append(f"{statistics.median(r[name].cpu[metric] * per for r in rounds):14.2f}")
+        print(f"{name:14}" + "".join(cells))
+    print()
+    for name, ratio in medians.items():
+        met = min(ratio["write"], ratio["read disk"]) >= 0.5
         print(
-            f"goal (sequential >= 50% of plaintext) {name}: write {write:.0%}, read from disk "
-            f"{cold:.0%} -> {verdict}; read from page cache {warm:.0%}"
+            f"goal (sequential >= 50% of plaintext) {name}: write {ratio['write']:.0%}, read "
+            f"from disk {ratio['read disk']:.0%} -> {'met' if met else 'NOT met'}; read from "
+            f"page cache {ratio['read cache']:.0%}, random 4 KiB {ratio['random cache']:.0%} "
+            f"(cached) / {ratio['random disk']:.0%} (from disk)"
         )
 
 

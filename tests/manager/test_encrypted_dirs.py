@@ -245,15 +245,21 @@ def test_a_concurrently_created_key_wins_over_a_second_creation(kit, monkeypatch
     kit.create_app("bank", encrypted_dirs=["/data"])
     kit.register_build("bank", kit.platform("v1"))
     first = _keys(kit, "v1")
-    real = encrypted_dirs._current
+    real_current = encrypted_dirs._current
     calls: list[int] = []
 
-    def stale(*args: Any) -> Any:
-        # The first lookup misses, as if another attestation had not committed yet.
+    def no_live(*args: Any) -> Any:
+        # The bulk lookup misses, as if another attestation had not committed yet.
         calls.append(1)
-        return None if len(calls) == 1 else real(*args)
+        return {}
 
+    def stale(*args: Any) -> Any:
+        # So does the single lookup before the insertion; the one after the conflict finds it.
+        calls.append(2)
+        return None if calls.count(2) == 1 else real_current(*args)
+
+    monkeypatch.setattr(encrypted_dirs, "_live_keys", no_live)
     monkeypatch.setattr(encrypted_dirs, "_current", stale)
     assert _keys(kit, "v1") == first
-    assert len(calls) == 2
+    assert calls == [1, 2, 2]
     assert len(kit.audit_actions("app.encrypted_dir_key_created")) == 1

@@ -20,6 +20,7 @@ import hashlib
 import ipaddress
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -487,3 +488,101 @@ def test_app_builds_policy_lets_an_upgrade_keep_its_data(env: Env) -> None:
     paths = {entry["path"] for entry in json.loads(inspected.stdout)["entries"]}
     assert {"note.txt", "ledger.db", "nested/blob.bin"} <= paths
     assert len(env.kit.audit_actions("app.encrypted_dir_key_exported")) == 2
+
+
+def _dirs(env: Env) -> dict[str, Any]:
+    response = env.harness.client.get(
+        env.harness.url("/apps/vault/encrypted-dirs"), headers=env.harness.headers()
+    )
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def test_a_rollback_of_the_whole_directory_across_restarts_is_refused(env: Env) -> None:
+    image = env.image("one")
+    build = env.register(image)
+    first = env.launch(image, "write")
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "/data: mounted reported, rollback floor" in first.stderr
+    # The epoch reporter follows the directory to its final commit after the app exited: the
+    # floor becomes the epoch of the copy now on the host (not only the epoch at the start).
+    exported = env.harness.client.get(
+        env.harness.url(f"/apps/vault/encrypted-dirs/data/key?build={build['id']}"),
+        headers=env.harness.headers(),
+    )
+    key = base64.b64decode(exported.json()["key"])
+    with contextlib.closing(EncryptedDirectory.open(image.data, key, writable=False)) as directory:
+        final = directory.epoch
+    deadline = time.monotonic() + 30
+    while _dirs(env)["keys"][0]["min_epoch"] != final:
+        assert time.monotonic() < deadline, (_dirs(env), final)
+        time.sleep(0.1)
+    floor = final
+    snapshot = env.tmp / "snapshot"
+    shutil.copytree(image.data, snapshot)
+
+    # A later start advances the directory (and the floor) past the snapshot.
+    assert _read_result(env.launch(image, "read"))["rows"] == [200, ROW]
+    assert _dirs(env)["keys"][0]["min_epoch"] > floor
+
+    # The host restores the old, perfectly authentic copy: the next start refuses it.
+    shutil.rmtree(image.data)
+    shutil.copytree(snapshot, image.data)
+    refused = env.launch(image, "read")
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert "encfs.rollback" in refused.stderr
+    assert "READ" not in refused.stdout
+    assert not os.path.ismount(image.data)
+
+    # Emptying the volume is a rollback too (the manager knows the directory existed).
+    shutil.rmtree(image.data)
+    image.data.mkdir()
+    emptied = env.launch(image, "read")
+    assert emptied.returncode == 1
+    assert "encfs.rollback" in emptied.stderr
+    reports = env.kit.audit_actions("app.encrypted_dir_epoch_reported")
+    assert len(reports) >= 4  # At each start, and at each exit.
+
+
+def test_a_manager_rotation_is_finished_by_the_next_start_and_retires_the_old_key(
+    env: Env,
+) -> None:
+    harness = env.harness
+    assert (
+        harness.client.put(
+            harness.url("/apps/vault/encrypted-dirs/policy"),
+            json={"key_policy": "app_builds"},
+            headers=harness.headers(),
+        ).status_code
+        == 200
+    )
+    image = env.image("one")
+    env.register(image)
+    assert env.launch(image, "write").returncode == 0
+    rotated = harness.client.post(
+        harness.url("/apps/vault/encrypted-dirs/data/rotate"), headers=harness.headers()
+    )
+    assert rotated.status_code == 200, rotated.text
+    assert rotated.json()["version"] == 2
+
+    second = env.launch(image, "read")
+    assert _read_result(second)["note"] == NOTE.decode()
+    assert "re-encrypted from key version 1 to 2" in second.stderr
+    assert "key versions [1] retired" in second.stderr
+    keys = {k["version"]: k for k in _dirs(env)["keys"]}
+    assert keys[1]["retired_at"] is not None
+    assert keys[2]["retired_at"] is None
+    assert keys[2]["min_epoch"] > 0
+    # Only the new key opens the host copy now; the next start uses it directly.
+    exported = harness.client.get(
+        harness.url("/apps/vault/encrypted-dirs/data/key"), headers=harness.headers()
+    )
+    assert exported.json()["version"] == 2
+    key = base64.b64decode(exported.json()["key"])
+    with contextlib.closing(EncryptedDirectory.open(image.data, key, writable=False)) as directory:
+        assert directory.read("/note.txt", 0, 1 << 20) == NOTE
+    third = env.launch(image, "read")
+    assert _read_result(third)["rows"] == [200, ROW]
+    assert "re-encrypted" not in third.stderr
+    assert len(env.kit.audit_actions("app.encrypted_dir_key_rotated")) == 1
+    assert len(env.kit.audit_actions("app.encrypted_dir_key_retired")) == 1

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from sanctum.encfs import EncryptedDirectory, derive_gramine_key, fuse_available
+from sanctum.encfs import EncfsUsageError, EncryptedDirectory, derive_gramine_key, fuse_available
+from sanctum.encfs.gramine import gramine_key_name
 from sanctum.errors import EvidenceError
 from sanctum.launcher import encrypted
 from sanctum.launcher.encrypted import GRAMINE_KEY_NAME, open_encrypted_dirs
@@ -26,38 +27,52 @@ def _key(path: str, key: bytes = KEY) -> DirectoryKey:
     return DirectoryKey(path=path, version=1, key=key)
 
 
-def test_gramine_key_is_derived_and_provisioned(tmp_path):
+def test_gramine_keys_are_derived_and_provisioned_per_directory(tmp_path):
     keys_root = tmp_path / "keys"
     keys_root.mkdir()
-    (keys_root / GRAMINE_KEY_NAME).write_bytes(b"")
+    other = bytes(32)
+    names = {path: gramine_key_name(path) for path in ("/data", "/var/lib/db")}
+    assert len(set(names.values())) == 2
+    assert all(name.startswith(GRAMINE_KEY_NAME + "_") for name in names.values())
+    for name in names.values():
+        (keys_root / name).write_bytes(b"")
     lines: list[str] = []
     opened = open_encrypted_dirs(
         tmp_path,
-        ("/data",),
-        {"/data": _key("/data")},
+        ("/data", "/var/lib/db"),
+        {"/data": _key("/data"), "/var/lib/db": _key("/var/lib/db", other)},
         gramine=True,
         owner=None,
         log=lines.append,
         gramine_keys_root=keys_root,
     )
-    assert [(o.path, o.mode) for o in opened] == [("/data", "gramine")]
-    assert (keys_root / GRAMINE_KEY_NAME).read_bytes() == derive_gramine_key(KEY, "sanctum_fs")
-    assert "key provisioned to Gramine" in lines[0]
+    assert [(o.path, o.mode, o.key_name) for o in opened] == [
+        ("/data", "gramine", names["/data"]),
+        ("/var/lib/db", "gramine", names["/var/lib/db"]),
+    ]
+    # Two directories, two keys, each under the name the converter wrote for its path.
+    assert (keys_root / names["/data"]).read_bytes() == derive_gramine_key(KEY, names["/data"])
+    assert (keys_root / names["/var/lib/db"]).read_bytes() == derive_gramine_key(
+        other, names["/var/lib/db"]
+    )
+    assert "keys provisioned to Gramine" in lines[-1]
     assert not (tmp_path / "data").exists()  # Gramine encrypts; the launcher mounts nothing.
 
 
-def test_gramine_refuses_two_different_keys_under_one_key_name(tmp_path):
-    with pytest.raises(LauncherConfigError) as raised:
-        open_encrypted_dirs(
-            tmp_path,
-            ("/a", "/b"),
-            {"/a": _key("/a"), "/b": _key("/b", bytes(32))},
-            gramine=True,
-            owner=None,
-            log=print,
-            gramine_keys_root=tmp_path,
-        )
-    assert raised.value.code == "launcher.encrypted_dir_keys_conflict"
+def test_gramine_names_match_the_converted_manifest():
+    from sanctum.converter.gramine import GramineOptions  # noqa: PLC0415
+
+    # The converter writes gramine_key_name(path) with no option to change the prefix, the
+    # launcher provisions the same names: the two cannot disagree.
+    assert not any("key_name" in name for name in GramineOptions.__dataclass_fields__)
+    assert gramine_key_name("/data").startswith(GRAMINE_KEY_NAME + "_")
+    assert gramine_key_name("/data/") == gramine_key_name("/data")
+    assert gramine_key_name("/data") != gramine_key_name("/data2")
+
+
+def test_gramine_key_name_is_refused_when_reserved():
+    with pytest.raises(EncfsUsageError):
+        gramine_key_name("/data", prefix="_sgx")
 
 
 def test_a_directory_without_a_released_key_is_refused(tmp_path):

@@ -1,5 +1,8 @@
 """``sanctum apps``: apps in the Enclave Manager (create, list, show, update, delete, secrets).
 
+``dirs``, ``dir-rotate`` and ``dir-retire`` show and manage the keys of the app's encrypted
+directories (administrators; ADR 0118).
+
 An app's full configuration can be given as a JSON file (the API's ``AppCreate`` body) with
 ``--config``; the common fields also have options. Secret values are write-only: they are sent
 to the manager and never printed or returned.
@@ -279,4 +282,94 @@ def delete_secret(*, app: str, name: str, account: str | None, client: ManagerCl
 def instances(*, app: str, account: str | None, as_json: bool, client: ManagerClient) -> None:
     """List an app's workload instances and when each last attested."""
     data = client.request("GET", f"/v1/accounts/{client.account(account)}/apps/{app}/instances")
+    show(data, as_json=as_json)
+
+
+def _dir_name(directory: str) -> str:
+    """Return the URL segment of an encrypted directory (``/var/lib/db`` -> ``var:lib:db``)."""
+    return directory.strip("/").replace("/", ":")
+
+
+@group.command("dirs")
+@click.argument("app")
+@account_option
+@json_option
+@with_client
+def encrypted_dirs(*, app: str, account: str | None, as_json: bool, client: ManagerClient) -> None:
+    """Show APP's encrypted directories, key policy, key versions and rollback floors."""
+    data = client.request(
+        "GET", f"/v1/accounts/{client.account(account)}/apps/{app}/encrypted-dirs"
+    )
+    if as_json:
+        show(data, as_json=True)
+        return
+    click.echo(f"key policy: {data['key_policy']}")
+    click.echo(f"directories: {', '.join(data['directories']) or '-'}")
+    show(
+        data["keys"],
+        as_json=False,
+        columns=("path", "scope", "version", "min_epoch", "created_at", "retired_at"),
+    )
+
+
+@group.command("dir-rotate")
+@click.argument("app")
+@click.argument("directory")
+@click.option("--build", default=None, help="Build id or measurement (same_build policy).")
+@account_option
+@json_option
+@with_client
+def rotate_dir_key(
+    *,
+    app: str,
+    directory: str,
+    build: str | None,
+    account: str | None,
+    as_json: bool,
+    client: ManagerClient,
+) -> None:
+    """Rotate the key of APP's encrypted DIRECTORY (administrators; audited).
+
+    The next start of the workload receives the new key and the old one, re-encrypts the
+    directory, and reports it; the manager then retires the old key.
+    """
+    data = client.request(
+        "POST",
+        f"/v1/accounts/{client.account(account)}/apps/{app}/encrypted-dirs/"
+        f"{_dir_name(directory)}/rotate",
+        params={"build": build},
+    )
+    show(data, as_json=as_json)
+
+
+@group.command("dir-retire")
+@click.argument("app")
+@click.argument("directory")
+@click.option("--build", default=None, help="Build id or measurement (same_build policy).")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Required: data still under the retired keys becomes unreadable to the workload.",
+)
+@account_option
+@json_option
+@with_client
+def retire_dir_keys(
+    *,
+    app: str,
+    directory: str,
+    build: str | None,
+    force: bool,
+    account: str | None,
+    as_json: bool,
+    client: ManagerClient,
+) -> None:
+    """Retire the old keys of DIRECTORY before the workload reported its rotation (audited)."""
+    data = client.request(
+        "POST",
+        f"/v1/accounts/{client.account(account)}/apps/{app}/encrypted-dirs/"
+        f"{_dir_name(directory)}/retire",
+        params={"build": build},
+        json_body={"force": force},
+    )
     show(data, as_json=as_json)

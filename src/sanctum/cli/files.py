@@ -22,7 +22,7 @@ import click
 from sanctum.cli._base import SanctumGroup, emit_json, json_option
 from sanctum.encfs.directory import EncryptedDirectory
 from sanctum.encfs.format import DEFAULT_CHUNK_SIZE, KEY_SIZE
-from sanctum.encfs.rotation import rotate_key
+from sanctum.encfs.rotation import rotate_key, rotate_key_in_place
 from sanctum.encfs.transfer import (
     describe_host,
     export_tree,
@@ -137,10 +137,22 @@ def decrypt(host_dir: Path, target: Path, key_file: Path, inner: str, as_json: b
     required=True,
     help="File holding the new key.",
 )
+@click.option(
+    "--rename/--in-place",
+    default=False,
+    help="Build the copy beside HOST_DIR and swap by renames (needs a writable parent), or "
+    "inside it (default: works when HOST_DIR is a mount point, such as a volume).",
+)
 @json_option
-def rekey(host_dir: Path, key_file: Path, new_key_file: Path, as_json: bool) -> None:
-    """Re-encrypt HOST_DIR under a new key (interrupted runs are completed by the next one)."""
-    files = rotate_key(host_dir, load_key(key_file), load_key(new_key_file))
+def rekey(host_dir: Path, key_file: Path, new_key_file: Path, rename: bool, as_json: bool) -> None:
+    """Re-encrypt HOST_DIR under a new key (interrupted runs are completed by the next one).
+
+    After a manager-driven rotation (``sanctum apps dir-rotate``) fetch both keys with
+    ``fetch-key``; the workload's next start reports the rotation done. Until then the manager
+    keeps releasing the old key too.
+    """
+    old, new = load_key(key_file), load_key(new_key_file)
+    files = rotate_key(host_dir, old, new) if rename else rotate_key_in_place(host_dir, old, new)
     if as_json:
         emit_json({"host_dir": str(host_dir), "files": files})
     else:

@@ -18,11 +18,11 @@ from sanctum.encfs.errors import (
     EncfsUsageError,
     WrongKeyError,
 )
-from sanctum.encfs.fallback import PlaintextSession
+from sanctum.encfs.fallback import PlaintextSession, run_app_supervised, start_sync_keeper
 from sanctum.encfs.format import DEFAULT_CHUNK_SIZE, KEY_SIZE, derive_gramine_key
 from sanctum.encfs.fuse import FuseMount, fuse_available, mount_encrypted
-from sanctum.encfs.gramine import provision_gramine_key
-from sanctum.encfs.rotation import recover_rotation, rotate_key
+from sanctum.encfs.gramine import gramine_key_name, provision_gramine_key
+from sanctum.encfs.rotation import recover_rotation, rotate_key, rotate_key_in_place
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
@@ -39,9 +39,13 @@ __all__ = [
     "WrongKeyError",
     "derive_gramine_key",
     "fuse_available",
+    "gramine_key_name",
     "mount_encrypted",
     "normalise_path",
     "provision_gramine_key",
     "recover_rotation",
     "rotate_key",
+    "rotate_key_in_place",
+    "run_app_supervised",
+    "start_sync_keeper",
 ]

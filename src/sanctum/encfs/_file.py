@@ -14,6 +14,8 @@ is re-sealed with the right flag. Bytes past the length in the last chunk are al
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import struct
 from collections import OrderedDict
@@ -52,6 +54,38 @@ __all__ = [
 _POOL = 8
 _BATCH = 16
 _PREFETCH = 4 * 1024 * 1024
+# Ciphertext written since the host kernel was last asked to start writing it to the device.
+_WRITEBACK = 8 * 1024 * 1024
+_SYNC_FILE_RANGE_WRITE = 2
+
+
+def _load_sync_file_range() -> Callable[[int, int, int, int], int] | None:
+    """Return libc's ``sync_file_range`` (Linux), or ``None`` where it is missing."""
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return None
+    try:
+        function = ctypes.CDLL(name, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    function.restype = ctypes.c_int
+    return function
+
+
+_sync_file_range = _load_sync_file_range()
+
+
+def start_writeback(fd: int, offset: int, length: int) -> None:
+    """Ask the host kernel to start writing ``length`` bytes of ``fd`` to the device now.
+
+    Asynchronous (``SYNC_FILE_RANGE_WRITE``: it waits for nothing and guarantees nothing): the
+    ``fsync`` at commit still makes the data durable, it just finds most of it already written
+    instead of writing a whole file's worth at that moment. Best effort: ignored where the call
+    does not exist.
+    """
+    if _sync_file_range is not None:
+        _sync_file_range(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
 
 
 def host_names(file_id: bytes) -> tuple[str, str, str]:
@@ -219,6 +253,9 @@ class OpenFile:
         self._result = bytearray()
         self._batch = bytearray()
         self._next_sequential = -1
+        # Per slot: bytes written since the last start_writeback, and the range they span.
+        self._unsent = [0, 0]
+        self._unsent_range = [(0, 0), (0, 0)]
 
     # -- Host I/O ------------------------------------------------------------------------------
 
@@ -478,6 +515,26 @@ class OpenFile:
         except OSError as error:
             raise EncfsIOError(f"cannot write {self.entry!r}: {error.strerror or error}") from None
         self.current[index] = record
+        self._written(slot, index * size, size)
+
+    def _written(self, slot: int, offset: int, length: int) -> None:
+        """Note ciphertext written to ``slot``; start its writeback every few MiB (durable only).
+
+        The commit's ``fsync`` then finds most of a large write already on its way to the
+        device, instead of starting to write all of it at that moment.
+        """
+        if not self.ctx.durable:
+            return
+        low, high = self._unsent_range[slot]
+        if self._unsent[slot]:
+            low, high = min(low, offset), max(high, offset + length)
+        else:
+            low, high = offset, offset + length
+        self._unsent[slot] += length
+        self._unsent_range[slot] = (low, high)
+        if self._unsent[slot] >= _WRITEBACK:
+            self._unsent[slot] = 0
+            start_writeback(self._fd(slot), low, high - low)
 
     # -- Operations ----------------------------------------------------------------------------
 
@@ -488,13 +545,29 @@ class OpenFile:
             EncfsIntegrityError: A chunk read does not authenticate.
             EncfsIOError: The host file system failed.
         """
-        end = min(self.length, offset + size)
+        wanted = max(0, min(self.length, offset + size) - offset)
+        if len(self._result) < wanted:
+            self._result = bytearray(wanted)
+        with memoryview(self._result) as view:
+            got = self.read_into(offset, view[:wanted])
+            return bytes(view[:got])
+
+    def read_into(self, offset: int, out: memoryview) -> int:
+        """Fill ``out`` with the bytes from ``offset``; return how many (short at the end).
+
+        Whole chunks are decrypted straight into ``out`` (the FUSE server passes the kernel's
+        reply buffer, so a read costs no copy of the plaintext); partial chunks come from the
+        read cache, so small sequential reads decrypt each chunk once.
+
+        Raises:
+            EncfsIntegrityError: A chunk read does not authenticate.
+            EncfsIOError: The host file system failed.
+        """
+        end = min(self.length, offset + len(out))
         if offset >= end:
-            return b""
+            return 0
         chunk = self.ctx.chunk_size
-        if len(self._result) < end - offset:
-            self._result = bytearray(end - offset)
-        view = memoryview(self._result)
+        view = out
         position = offset
         while position < end:
             index, start = divmod(position, chunk)
@@ -518,7 +591,7 @@ class OpenFile:
             else:
                 view[at : at + stop - start] = memoryview(self._plain(index))[start:stop]
             position = index * chunk + stop
-        return bytes(view[: end - offset])
+        return end - offset
 
     def set_length(self, length: int) -> None:
         """Truncate or extend (with zeros) to ``length`` bytes.
@@ -562,15 +635,91 @@ class OpenFile:
         if end > self.length:
             self.set_length(end)
         chunk = self.ctx.chunk_size
+        last = self.chunks - 1  # The length no longer changes in this call.
         position = offset
         while position < end:
             index, start = divmod(position, chunk)
             stop = min(chunk, end - index * chunk)
+            if start == 0 and stop == chunk and index < last:
+                # Whole chunks that are not the last one: seal them straight from the request
+                # (the final-chunk flag of these cannot change without the chunk being reloaded,
+                # see the module docstring), in runs written with one system call.
+                count = 1
+                slot = self._free_slot(index)
+                while (
+                    count < _BATCH
+                    and (index + count + 1) * chunk <= end
+                    and index + count < last
+                    and self._free_slot(index + count) == slot
+                ):
+                    count += 1
+                at = position - offset
+                self._seal_run(index, count, slot, view[at : at + count * chunk])
+                position = (index + count) * chunk
+                continue
             buffered = self._buffer(index, whole=start == 0 and stop == chunk)
             buffered[start:stop] = view[position - offset : position - offset + stop - start]
             position = index * chunk + stop
         self.changed = True
         return len(view)
+
+    def _free_slot(self, index: int) -> int:
+        """Return the slot a new version of chunk ``index`` goes to (not the committed one)."""
+        if index < len(self.committed) and not self.committed[index].is_hole:
+            return 1 - self.committed[index].slot
+        return 0
+
+    def _seal_run(self, first: int, count: int, slot: int, plain: memoryview) -> None:
+        """Seal ``count`` whole non-final chunks from ``first`` into ``slot`` with one write.
+
+        Raises:
+            EncfsIOError: The host file system failed.
+        """
+        size = self.ctx.chunk_size
+        stride = size + TAG_SIZE
+        if len(self._batch) < count * stride:
+            self._batch = bytearray(count * stride)
+        generation = self.generation + 1
+        nonces = self.ctx.random_bytes(NONCE_SIZE * count)  # One call for the whole run.
+        with memoryview(self._batch) as batch:
+            records = []
+            for i in range(count):
+                index = first + i
+                if self.dirty:
+                    stale = self.dirty.pop(index, None)
+                    if stale is not None and len(self._pool) < _POOL:
+                        self._pool.append(stale)
+                if self.read_cache:
+                    self.read_cache.pop(index, None)
+                records.append(
+                    seal_chunk(
+                        self.aead,
+                        file_id=self.file_id,
+                        dir_id=self.ctx.dir_id,
+                        index=index,
+                        generation=generation,
+                        final=False,
+                        slot=slot,
+                        nonce=nonces[i * NONCE_SIZE : (i + 1) * NONCE_SIZE],
+                        plaintext=plain[i * size : (i + 1) * size],
+                        out=batch[i * stride : (i + 1) * stride],
+                    )
+                )
+            parts = [batch[i * stride : i * stride + size] for i in range(count)]
+            try:
+                written = os.pwritev(self._fd(slot), parts, first * size)
+                while written < count * size:  # A short write: finish it chunk by chunk.
+                    done, part = divmod(written, size)
+                    written += os.pwrite(self._fd(slot), parts[done][part:], first * size + written)
+            except OSError as error:
+                raise EncfsIOError(
+                    f"cannot write {self.entry!r}: {error.strerror or error}"
+                ) from None
+            finally:
+                for part_view in parts:
+                    part_view.release()
+        self.current[first : first + count] = records
+        self._written(slot, first * size, count * size)
 
     def _needed_sizes(self) -> tuple[int, int]:
         sizes = [0, 0]

@@ -656,6 +656,23 @@ class EncryptedDirectory:
                 size = max(0, state.length - offset)
             return state.read(offset, size)
 
+    def read_into(self, path: str, offset: int, out: memoryview) -> int:
+        """Fill ``out`` with bytes of the file ``path`` from ``offset``; return how many.
+
+        Fewer than ``len(out)`` only at the end of the file. The FUSE server passes the
+        kernel's reply buffer, so the plaintext is decrypted where the kernel takes it from.
+
+        Raises:
+            EncfsUsageError: Not found, a directory, or a negative offset.
+            EncfsIntegrityError: The ciphertext on the host was tampered with.
+            EncfsIOError: The host file system failed.
+        """
+        with self._lock:
+            self._check_open()
+            if offset < 0:
+                raise EncfsUsageError("negative offset", code="encfs.invalid_argument")
+            return self._state(normalise_path(path)).read_into(offset, out)
+
     def read_file(self, path: str) -> bytes:
         """Return the whole content of the file ``path``.
 

@@ -318,7 +318,7 @@ def seal_chunk(
     slot: int,
     nonce: bytes,
     plaintext: bytes | bytearray | memoryview,
-    out: bytearray,
+    out: bytearray | memoryview,
 ) -> ChunkRecord:
     """Encrypt one whole (padded) chunk into ``out``.
 

@@ -11,6 +11,10 @@ Integrity failures reach the application as ``EIO`` (after the audit log line); 
 ``close`` and ``release`` commit the file's writes atomically, so what an app made durable
 survives a crash. Ownership is not stored: every entry reports the ``uid``/``gid`` given to the
 mount, and ``chown`` succeeds without effect (SQLite running as root calls it on its journal).
+
+Throughput (ADR 0113): 1 MiB requests and read-ahead, callbacks that neither copy written data
+nor read results, and by default (``page_cache``) the kernel's page cache kept across opens and
+its writeback cache; what the cache may then serve, and why that is sound, is ADR 0114.
 """
 
 # The FUSE callbacks have the signatures libfuse imposes, whether or not they use each argument.
@@ -19,6 +23,7 @@ mount, and ``chown`` succeeds without effect (SQLite running as root calls it on
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import functools
 import importlib
@@ -57,6 +62,13 @@ __all__ = [
 _log = logging.getLogger(__name__)
 _READY: Final = b"ready"
 _MAX_REQUEST: Final = 1024 * 1024
+# libfuse3's FUSE_CAP_WRITEBACK_CACHE (fuse_common.h): the kernel buffers writes in its page cache
+# and sends them in large requests (up to max_write) in the background.
+_CAP_WRITEBACK_CACHE: Final = 1 << 16
+# FUSE_CAP_AUTO_INVAL_DATA: the kernel drops a file's cached pages whenever a fresh ``getattr``
+# shows another mtime or size. Only useful when something else can change the data.
+_CAP_AUTO_INVAL_DATA: Final = 1 << 12
+_DEFAULT_READAHEAD_KB: Final = 1024
 _T = TypeVar("_T")
 
 
@@ -116,17 +128,54 @@ class EncfsOperations:
 
     use_ns = True
 
-    def __init__(self, directory: EncryptedDirectory, *, uid: int, gid: int) -> None:
-        """Serve ``directory``; every entry is reported as owned by ``uid``:``gid``."""
+    def __init__(
+        self,
+        directory: EncryptedDirectory,
+        *,
+        uid: int,
+        gid: int,
+        page_cache: bool = True,
+        writeback_cache: bool = True,
+    ) -> None:
+        """Serve ``directory``; every entry is reported as owned by ``uid``:``gid``.
+
+        ``page_cache`` lets the kernel keep decrypted pages across opens, ``writeback_cache``
+        lets it buffer writes (see :meth:`init_with_config`); without them every open starts
+        with an empty cache and every ``write`` is a synchronous request.
+        """
         self.directory = directory
         self.uid = uid
         self.gid = gid
+        self.page_cache = page_cache
+        self.writeback_cache = writeback_cache
 
     def init_with_config(self, conn: Any, config: Any) -> None:
-        """Ask the kernel for 1 MiB requests (libfuse's default is 128 KiB): fewer round trips."""
+        """Negotiate large requests and the kernel's caching (ADRs 0113 and 0114).
+
+        - ``max_write``/``max_readahead`` of 1 MiB (libfuse's default is 128 KiB): fewer round
+          trips through this Python server, which costs far more per request than per byte.
+        - ``kernel_cache`` (``page_cache``): pages decrypted once stay in the kernel's page
+          cache across opens (``FOPEN_KEEP_CACHE``). Correct because this server is the only
+          writer of the directory while it is mounted (it holds the directory's exclusive
+          lock), so nothing can change the plaintext behind the kernel's back.
+        - ``writeback_cache``: the app's ``write`` lands in the page cache and the kernel sends
+          it in 1 MiB requests in the background; ``fsync`` and ``close`` first write back every
+          dirty page, then reach :meth:`fsync`/:meth:`flush`, which commit.
+        - no ``auto_inval_data``: the kernel need not drop pages when attributes change, since
+          every change comes through the mount. Without ``page_cache`` each open still starts
+          with an empty cache (no ``FOPEN_KEEP_CACHE``).
+        """
         if conn is not None:
             conn.max_write = _MAX_REQUEST
             conn.max_readahead = _MAX_REQUEST
+            # Changes only ever come through this mount: nothing for the kernel to notice (and
+            # with the writeback cache, our own mtime updates would make it flush and drop
+            # pages in the middle of writing).
+            conn.want &= ~_CAP_AUTO_INVAL_DATA
+            if self.writeback_cache and conn.capable & _CAP_WRITEBACK_CACHE:
+                conn.want |= _CAP_WRITEBACK_CACHE
+        if config is not None and self.page_cache:
+            config.kernel_cache = 1
 
     @_errors
     def getattr(self, path: str, fh: int | None = None) -> dict[str, int]:
@@ -175,8 +224,13 @@ class EncfsOperations:
         return self.directory.read(path, offset, size)
 
     @_errors
-    def write(self, path: str, data: bytes, offset: int, fh: int) -> int:
-        """Write ``data`` at ``offset``."""
+    def read_into(self, path: str, out: memoryview, offset: int) -> int:
+        """Fill ``out`` (the kernel's reply buffer) from ``offset``; return the byte count."""
+        return self.directory.read_into(path, offset, out)
+
+    @_errors
+    def write(self, path: str, data: bytes | memoryview, offset: int, fh: int) -> int:
+        """Write ``data`` at ``offset`` (the request buffer itself: not kept past the call)."""
         return self.directory.write(path, offset, data)
 
     @_errors
@@ -270,6 +324,33 @@ class EncfsOperations:
             _log.exception("committing the encrypted directory at unmount failed")
 
 
+def _zero_copy_fuse(fuse: Any) -> Any:
+    """Return a subclass of ``mfusepy.FUSE`` whose ``read``/``write`` do not copy the data.
+
+    mfusepy copies every written request into a new ``bytes`` (``ctypes.string_at``) and every
+    read result from ``bytes`` into libfuse's buffer. Here ``write`` hands the operations a
+    ``memoryview`` of libfuse's request buffer (valid during the call only: the directory copies
+    it into its chunk buffers) and ``read`` decrypts straight into libfuse's reply buffer.
+    """
+
+    class ZeroCopyFUSE(fuse.FUSE):  # type: ignore[misc]
+        def read(self, path: bytes | None, buf: Any, size: int, offset: int, fip: Any) -> int:
+            name = "" if path is None else path.decode(self.encoding, self.errors)
+            address = ctypes.cast(buf, ctypes.c_void_p).value or 0
+            target = (ctypes.c_char * size).from_address(address)
+            with memoryview(target) as raw, raw.cast("B") as out:
+                return int(self.operations.read_into(name, out, offset))
+
+        def write(self, path: bytes | None, buf: Any, size: int, offset: int, fip: Any) -> int:
+            name = "" if path is None else path.decode(self.encoding, self.errors)
+            address = ctypes.cast(buf, ctypes.c_void_p).value or 0
+            source = (ctypes.c_char * size).from_address(address)
+            with memoryview(source) as raw, raw.cast("B") as data:
+                return int(self.operations.write(name, data, offset, fip.contents.fh))
+
+    return ZeroCopyFUSE
+
+
 def serve(
     directory: EncryptedDirectory,
     mountpoint: Path,
@@ -277,6 +358,8 @@ def serve(
     uid: int | None = None,
     gid: int | None = None,
     allow_other: bool = False,
+    page_cache: bool = True,
+    writeback_cache: bool = True,
 ) -> None:
     """Mount ``directory`` at ``mountpoint`` and serve it in this thread until unmounted.
 
@@ -288,12 +371,14 @@ def serve(
         directory,
         uid=os.getuid() if uid is None else uid,
         gid=os.getgid() if gid is None else gid,
+        page_cache=page_cache,
+        writeback_cache=writeback_cache,
     )
     options: dict[str, Any] = {"foreground": True, "nothreads": True, "fsname": "sanctum-encfs"}
     if allow_other:
         options["allow_other"] = True
     try:
-        fuse.FUSE(operations, str(mountpoint), **options)
+        _zero_copy_fuse(fuse)(operations, str(mountpoint), **options)
     except RuntimeError as error:
         raise EncfsIOError(
             f"mounting {mountpoint} failed: {error}", code="encfs.mount_failed"
@@ -433,6 +518,9 @@ def mount_encrypted(
     allow_other: bool = False,
     min_epoch: int = 0,
     durable: bool = True,
+    page_cache: bool = True,
+    writeback_cache: bool = True,
+    readahead_kb: int | None = _DEFAULT_READAHEAD_KB,
 ) -> FuseMount:
     """Mount the encrypted directory ``host_dir`` (created if missing) at ``mountpoint``.
 
@@ -446,6 +534,16 @@ def mount_encrypted(
         allow_other: Let other users (the app's user when the launcher runs as root) in.
         min_epoch: Refuse an index older than this epoch.
         durable: ``fsync`` at each commit.
+        page_cache: Let the kernel keep decrypted pages across opens (``kernel_cache``,
+            ADRs 0113 and 0114); ``False``: every open reads and authenticates from the host
+            again.
+        writeback_cache: Let the kernel buffer writes and send them in large requests in the
+            background (``fsync``/``close`` still commit); ``False``: every ``write`` is a
+            synchronous request (less CPU for large writes, much slower small writes).
+        readahead_kb: Read-ahead window of the mount (the kernel's default is 128 KiB, which
+            caps sequential reads at 128 KiB requests); set through the mount's
+            ``/sys/class/bdi`` entry when this process may (root), else left alone. ``None``
+            leaves the kernel's default.
 
     Returns:
         The running mount; call :meth:`FuseMount.unmount` to stop it (the server also stops
@@ -464,7 +562,13 @@ def mount_encrypted(
         raise EncfsUsageError(f"{mount} is not a directory", code="encfs.not_directory")
     options = {
         "open": {"min_epoch": min_epoch, "durable": durable},
-        "serve": {"uid": uid, "gid": gid, "allow_other": allow_other},
+        "serve": {
+            "uid": uid,
+            "gid": gid,
+            "allow_other": allow_other,
+            "page_cache": page_cache,
+            "writeback_cache": writeback_cache,
+        },
     }
     read_end, write_end = os.pipe()
     pid = os.fork()
@@ -497,8 +601,24 @@ def mount_encrypted(
                 os.waitpid(pid, 0)
             raise EncfsIOError(f"mounting {mount} failed", code="encfs.mount_failed")
         time.sleep(0.01)
+    if readahead_kb is not None:
+        _set_readahead(mount, readahead_kb)
     _log.info("mounted encrypted directory %s at %s (pid %d)", host, mount, pid)
     return handle
+
+
+def _set_readahead(mountpoint: Path, kilobytes: int) -> None:
+    """Set the read-ahead window of the mount's backing device (best effort, needs root).
+
+    Each FUSE mount has its own backing-device entry, named by the mount's device number; the
+    setting goes away with the mount.
+    """
+    device = mountpoint.stat().st_dev
+    entry = Path(f"/sys/class/bdi/{os.major(device)}:{os.minor(device)}/read_ahead_kb")
+    try:
+        entry.write_text(str(kilobytes))
+    except OSError as error:
+        _log.debug("cannot set the read-ahead of %s: %s", mountpoint, error)
 
 
 def _read_all(fd: int) -> bytes:

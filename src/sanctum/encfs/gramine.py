@@ -10,10 +10,17 @@ key serves both platforms without the two formats ever sharing a key.
 
 Names starting with ``_`` are Gramine's own sealing keys (``_sgx_mrenclave``,
 ``_sgx_mrsigner``) and are refused.
+
+Each encrypted directory has its own key name, :func:`gramine_key_name` (``sanctum_fs_`` and 12
+hex digits of the SHA-256 of its path), used by both the converter (``fs.mounts`` entries) and
+the launcher (``/dev/attestation/keys/<name>``), so the directories of one app can have
+different keys (ADR 0117). The name depends on the path only: reordering ``encryptedDirs`` or
+adding a directory changes no existing name.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
 import os
@@ -23,12 +30,40 @@ from typing import Final
 from sanctum.encfs.errors import EncfsIOError, EncfsUsageError
 from sanctum.encfs.format import derive_gramine_key
 
-__all__ = ["GRAMINE_KEYS_ROOT", "GRAMINE_KEY_SIZE", "provision_gramine_key"]
+__all__ = [
+    "GRAMINE_KEYS_ROOT",
+    "GRAMINE_KEY_PREFIX",
+    "GRAMINE_KEY_SIZE",
+    "gramine_key_name",
+    "provision_gramine_key",
+]
 
 GRAMINE_KEYS_ROOT: Final = Path("/dev/attestation/keys")
 GRAMINE_KEY_SIZE: Final = 16
+#: The prefix of every encrypted-mount key name the converter writes.
+GRAMINE_KEY_PREFIX: Final = "sanctum_fs"
 
 _log = logging.getLogger(__name__)
+
+
+def gramine_key_name(path: str, *, prefix: str = GRAMINE_KEY_PREFIX) -> str:
+    """Return the Gramine key name of the encrypted directory ``path`` (deterministic).
+
+    Args:
+        path: The directory's absolute path inside the image (an ``encryptedDirs`` entry).
+        prefix: The name's prefix (tests only: the converter and the launcher both use the
+            default, so they cannot disagree).
+
+    Returns:
+        ``<prefix>_<first 12 hex digits of SHA-256(path)>``.
+
+    Raises:
+        EncfsUsageError: The resulting name is not a valid key name.
+    """
+    digest = hashlib.sha256(path.rstrip("/").encode("utf-8")).hexdigest()[:12]
+    name = f"{prefix}_{digest}"
+    _check_name(name)
+    return name
 
 
 def _check_name(key_name: str) -> None:
@@ -56,8 +91,8 @@ def provision_gramine_key(master: bytes, key_name: str, *, root: Path = GRAMINE_
 
     Args:
         master: The directory's 32-byte master key (released by the manager after attestation).
-        key_name: The ``key_name`` of the ``fs.mounts`` entries (the converter's, for example
-            ``sanctum_fs``).
+        key_name: The ``key_name`` of the directory's ``fs.mounts`` entry
+            (:func:`gramine_key_name`).
         root: Gramine's key directory (changed only by tests).
 
     Raises:

@@ -5,6 +5,13 @@ manager on first use and stored only sealed by the secret box (envelope encrypti
 The key *scope* follows the app's policy: ``build:<id>`` for ``same_build`` (each build has its
 own key, so no other build can read its data) or ``app`` for ``app_builds`` (one key for every
 allowlisted build of the app, so an upgrade keeps its data). Created by migration ``0005``.
+
+Migration ``0006`` adds, per key version, the rollback floor (``epoch``: the highest index epoch
+an attested workload reported for the directory under that key, never lowered; ADR 0116) and
+the retirement of keys replaced by a rotation (``retired_at``; ADR 0118), and the record of
+which key versions were released to which attested key (:class:`EncryptedDirKeyRelease`): a
+workload's report may only concern a key version released with its certificate, whatever the
+app's key policy is by the time it reports.
 """
 
 from __future__ import annotations
@@ -12,12 +19,26 @@ from __future__ import annotations
 import datetime as dt
 import enum
 
-from sqlalchemy import Enum, ForeignKey, Integer, LargeBinary, String, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    Enum,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    String,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from sanctum.manager.models import Base, new_id
 
-__all__ = ["EncryptedDirKey", "EncryptedDirPolicy", "KeyPolicy", "key_context"]
+__all__ = [
+    "EncryptedDirKey",
+    "EncryptedDirKeyRelease",
+    "EncryptedDirPolicy",
+    "KeyPolicy",
+    "key_context",
+]
 
 
 class KeyPolicy(enum.StrEnum):
@@ -68,6 +89,30 @@ class EncryptedDirKey(Base):
     #: The 32-byte key, sealed by the secret box under :func:`key_context`.
     sealed_key: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[dt.datetime]
+    #: The highest index epoch reported under this key (the ``min_epoch`` sent back; 0: none).
+    epoch: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    epoch_updated_at: Mapped[dt.datetime | None]
+    #: Who made this version by a rotation (``None``: created on first use).
+    rotated_by: Mapped[str | None] = mapped_column(String(36))
+    #: When a newer version replaced it for good (no longer released); ``None``: still needed.
+    retired_at: Mapped[dt.datetime | None]
+
+
+class EncryptedDirKeyRelease(Base):
+    """One key version released, in an attestation response, to one attested workload key.
+
+    Written by ``seal_dir_keys`` inside the attestation's transaction; a report signed by the
+    workload key (through its certificate) may concern only the key versions released to it.
+    """
+
+    __tablename__ = "encrypted_dir_key_releases"
+
+    #: SHA-256 (hex) of the attested key's SubjectPublicKeyInfo (the certificate's key).
+    key_fingerprint: Mapped[str] = mapped_column(String(64), primary_key=True)
+    dir_key_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("encrypted_dir_keys.id", ondelete="CASCADE"), primary_key=True
+    )
+    released_at: Mapped[dt.datetime]
 
 
 def key_context(app_id: str, scope: str, path: str, version: int) -> str:

@@ -55,8 +55,10 @@ __all__ = [
     "Collateral",
     "DirectoryKey",
     "PolicyCheck",
+    "PreviousDirKey",
     "SealedBoxWire",
     "SealedDirKey",
+    "SealedPreviousDirKey",
     "SealedSecret",
     "SealingContext",
     "VerifyEvidenceRequest",
@@ -276,6 +278,20 @@ def dir_key_aad(*, path: str, version: int) -> bytes:
     )
 
 
+class SealedPreviousDirKey(_Response):
+    """An older key of an encrypted directory, still needed while a rotation is not finished.
+
+    Attributes:
+        version: Version of that key (lower than the current one).
+        min_epoch: Rollback floor of the directory while still under this key, if known.
+        box: The sealed 32-byte key; its associated data names the path and ``version``.
+    """
+
+    version: int = Field(ge=1, le=2**31 - 1)
+    min_epoch: int | None = Field(default=None, ge=0)
+    box: SealedBoxWire
+
+
 class SealedDirKey(_Response):
     """The key of one encrypted directory, sealed to the attested key.
 
@@ -284,12 +300,14 @@ class SealedDirKey(_Response):
         version: Version of the key (1 for the first; rotation increments it).
         min_epoch: Oldest index epoch the workload may accept (rollback floor), if known.
         box: The sealed 32-byte key; its associated data names ``path`` and ``version``.
+        previous: Older key versions not yet retired (a rotation in progress), newest first.
     """
 
     path: str = Field(min_length=2, max_length=500)
     version: int = Field(ge=1, le=2**31 - 1)
     min_epoch: int | None = Field(default=None, ge=0)
     box: SealedBoxWire
+    previous: list[SealedPreviousDirKey] = Field(default_factory=list, max_length=8)
 
     @model_validator(mode="after")
     def _path_is_absolute(self) -> Self:
@@ -305,6 +323,22 @@ class SealedDirKey(_Response):
         return dir_key_aad(path=self.path, version=self.version)
 
 
+class PreviousDirKey(BaseModel):
+    """An opened older key of an encrypted directory (a rotation in progress).
+
+    Attributes:
+        version: The key version.
+        min_epoch: Rollback floor of the directory while under this key (0: none).
+        key: The 32-byte key.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    version: int
+    min_epoch: int = 0
+    key: bytes = Field(repr=False)
+
+
 class DirectoryKey(BaseModel):
     """An opened encrypted-directory key (in the workload's memory only).
 
@@ -313,6 +347,7 @@ class DirectoryKey(BaseModel):
         version: The key version.
         min_epoch: Rollback floor for the directory's index (0 when the manager sets none).
         key: The 32-byte key.
+        previous: Older key versions still needed (a rotation in progress), newest first.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -321,6 +356,7 @@ class DirectoryKey(BaseModel):
     version: int
     min_epoch: int = 0
     key: bytes = Field(repr=False)
+    previous: tuple[PreviousDirKey, ...] = ()
 
 
 class SealingContext(_Response):
@@ -412,8 +448,9 @@ class AttestResponse(_Response):
 
         Raises:
             SealingError: The response's context is not this attestation's (code
-                ``sealing.context_mismatch``), a box does not open (``sealing.invalid``), or a
-                directory appears twice (``sealing.duplicate_dir``).
+                ``sealing.context_mismatch``), a box does not open (``sealing.invalid``), a
+                directory appears twice (``sealing.duplicate_dir``), or an older key is not
+                older (``sealing.dir_version_invalid``).
         """
         if self.sealing.nonce != expected_nonce or self.sealing.app != expected_app:
             raise SealingError(
@@ -429,11 +466,30 @@ class AttestResponse(_Response):
                     code="sealing.duplicate_dir",
                 )
             key = open_sealed(private_key, sealed.box.to_box(), info=info, aad=sealed.aad())
+            if any(older.version >= sealed.version for older in sealed.previous):
+                raise SealingError(
+                    f"the response offers {sealed.path} an older key that is not older",
+                    code="sealing.dir_version_invalid",
+                )
+            previous = tuple(
+                PreviousDirKey(
+                    version=older.version,
+                    min_epoch=older.min_epoch or 0,
+                    key=open_sealed(
+                        private_key,
+                        older.box.to_box(),
+                        info=info,
+                        aad=dir_key_aad(path=sealed.path, version=older.version),
+                    ),
+                )
+                for older in sealed.previous
+            )
             keys[sealed.path] = DirectoryKey(
                 path=sealed.path,
                 version=sealed.version,
                 min_epoch=sealed.min_epoch or 0,
                 key=key,
+                previous=previous,
             )
         return keys
 
