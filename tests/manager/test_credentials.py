@@ -53,6 +53,11 @@ def test_any_change_to_a_token_is_refused(position, char):
     assert claims == verify_bearer_token(KEY, TOKEN, now=NOW)
 
 
+def test_a_token_with_a_lone_surrogate_is_refused():
+    with pytest.raises(AuthenticationError):
+        verify_bearer_token(KEY, TOKEN[:-1] + "\ud800", now=NOW)
+
+
 def test_api_key_format():
     key, prefix = new_api_key()
     assert parse_api_key(key) == prefix

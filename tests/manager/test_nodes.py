@@ -10,6 +10,7 @@ from attest_helpers import Kit, Workload, simulation_pki, simulation_settings
 from cryptography import x509
 
 from sanctum.manager.ca import read_attestation_extension
+from sanctum.manager.models import Role
 from sanctum.platforms.collateral_source import SimulatedCollateralSource
 from sanctum.platforms.simulated import SimulatedPlatform, TcbDial
 from sanctum.protocol.workload import workload_report_data
@@ -124,24 +125,46 @@ def test_reattest_with_a_new_token(kit):
     assert old["revocation_reason"] == "superseded"
 
 
-def test_refresh_flags_a_node_whose_tcb_became_unacceptable(kit):
+def test_recheck_flags_a_node_whose_tcb_became_unacceptable(kit):
     created = _create(kit, "node-f")
     platform = kit.platform("node-f")
-    assert _join(kit, platform, created["join_token"]).status_code == 200
-    att = kit.harness.app.state.attestation
-    att.collateral_source = SimulatedCollateralSource(platform)
-    refreshed = kit.client.post(kit.harness.url("/nodes/refresh"), headers=kit.harness.headers())
-    assert refreshed.json() == {"checked": 1, "flagged": []}
+    joined = _join(kit, platform, created["join_token"])
+    assert joined.status_code == 200
+    rechecker = kit.harness.app.state.node_recheck
+    rechecker.source = SimulatedCollateralSource(platform)
+    checked = kit.client.post(kit.harness.url("/nodes/recheck"), headers=kit.harness.headers())
+    assert checked.status_code == 200, checked.text
+    assert (checked.json()["checked"], checked.json()["changes"]) == (1, [])
     # Intel publishes new TCB info: this platform's level is now out of date.
-    att.collateral_source = SimulatedCollateralSource(
-        kit.platform("node-f", tcb=TcbDial.OUT_OF_DATE)
+    rechecker.source = SimulatedCollateralSource(kit.platform("node-f", tcb=TcbDial.OUT_OF_DATE))
+    checked = kit.client.post(kit.harness.url("/nodes/recheck"), headers=kit.harness.headers())
+    [change] = checked.json()["changes"]
+    assert change["name"] == "node-f"
+    assert (change["old_tcb_status"], change["new_tcb_status"]) == ("UpToDate", "OutOfDate")
+    assert change["flagged"] is True
+    assert change["code"] == "node.tcb_status_rejected"
+    shown = kit.client.get(
+        kit.harness.url(f"/nodes/{created['node']['id']}"), headers=kit.harness.headers()
+    ).json()
+    assert shown["status"] == "failed"
+    assert shown["tcb_status"] == "OutOfDate"
+    assert shown["flag"].startswith("node.tcb_status_rejected")
+    entry = kit.audit_actions("node.flagged")[-1]
+    assert entry.details["old_tcb_status"] == "UpToDate"
+    assert entry.details["new_tcb_status"] == "OutOfDate"
+    assert entry.actor_type == "user"
+    # Only administrators may ask for a re-check.
+    _, editor = kit.harness.add_user(Role.editor)
+    refused = kit.client.post(
+        kit.harness.url("/nodes/recheck"), headers=kit.harness.headers(editor)
     )
-    refreshed = kit.client.post(kit.harness.url("/nodes/refresh"), headers=kit.harness.headers())
-    flagged = refreshed.json()["flagged"]
-    assert [n["name"] for n in flagged] == ["node-f"]
-    assert flagged[0]["status"] == "failed"
-    assert flagged[0]["tcb_status"] == "OutOfDate"
-    assert kit.audit_actions("node.flagged")[-1].details["reason"].startswith("TCB status")
+    assert refused.status_code == 403
+
+
+def test_recheck_without_a_collateral_source_is_refused(kit):
+    response = kit.client.post(kit.harness.url("/nodes/recheck"), headers=kit.harness.headers())
+    assert response.status_code == 400, response.text
+    assert response.json()["code"] == "node.collateral_source_missing"
 
 
 def test_join_binding_is_checked(kit):

@@ -1,4 +1,4 @@
-"""``sanctum nodes``: machines that run workloads (register, list, show, deactivate, refresh)."""
+"""``sanctum nodes``: machines that run workloads (register, list, show, deactivate, recheck)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ from typing import TYPE_CHECKING
 
 import click
 
-from sanctum.cli._base import SanctumGroup, json_option
+from sanctum.cli._base import EXIT_FAILED, SanctumGroup, json_option
+from sanctum.errors import UnavailableError
 from sanctum.manager.cli_output import account_option, show, with_client
 
 if TYPE_CHECKING:
@@ -15,6 +16,8 @@ if TYPE_CHECKING:
 __all__ = ["group"]
 
 _COLUMNS = ("id", "name", "status", "tcb_status", "fmspc", "simulated", "flag", "attested_at")
+_CHANGE_COLUMNS = ("name", "old_tcb_status", "new_tcb_status", "flagged", "code", "reason")
+_FAILURE_COLUMNS = ("tee", "fmspc", "node_ids", "code", "retry", "message")
 
 
 @click.group(cls=SanctumGroup)
@@ -89,16 +92,49 @@ def deactivate(*, node: str, account: str | None, as_json: bool, client: Manager
     show(data, as_json=as_json, columns=_COLUMNS)
 
 
-@group.command("refresh")
+def _recheck(account: str | None, as_json: bool, client: ManagerClient) -> None:
+    data = client.request("POST", f"/v1/accounts/{client.account(account)}/nodes/recheck")
+    failures = data["failures"]
+    if as_json:
+        show(data, as_json=True)
+        if failures:
+            raise click.exceptions.Exit(EXIT_FAILED)
+        return
+    flagged = sum(1 for change in data["changes"] if change["flagged"])
+    click.echo(
+        f"re-checked {data['checked']} of {data['claimed']} active node(s): "
+        f"{flagged} flagged, {len(data['changes']) - flagged} changed"
+    )
+    if data["changes"]:
+        show(data["changes"], as_json=False, columns=_CHANGE_COLUMNS)
+    if failures:
+        show(failures, as_json=False, columns=_FAILURE_COLUMNS)
+        nodes = sum(len(failure["node_ids"]) for failure in failures)
+        raise UnavailableError(
+            f"{nodes} node(s) could not be re-checked (left as they were)",
+            code="node.recheck_incomplete",
+            hint="retry = true: the collateral source was unreachable, the next run retries; "
+            "otherwise check the manager's collateral configuration",
+        )
+
+
+@group.command("recheck")
+@account_option
+@json_option
+@with_client
+def recheck(*, account: str | None, as_json: bool, client: ManagerClient) -> None:
+    """Re-appraise every active node with fresh collateral now; print what changed.
+
+    Nodes whose TCB is no longer acceptable are flagged (status failed). Exits 1 when some
+    nodes could not be judged (for example the collateral source is unreachable).
+    """
+    _recheck(account, as_json, client)
+
+
+@group.command("refresh", hidden=True)
 @account_option
 @json_option
 @with_client
 def refresh(*, account: str | None, as_json: bool, client: ManagerClient) -> None:
-    """Re-appraise every active node with current collateral; list the nodes flagged."""
-    data = client.request("POST", f"/v1/accounts/{client.account(account)}/nodes/refresh")
-    if as_json:
-        show(data, as_json=True)
-        return
-    click.echo(f"checked {data['checked']} node(s), flagged {len(data['flagged'])}")
-    if data["flagged"]:
-        show(data["flagged"], as_json=False, columns=_COLUMNS)
+    """Former name of ``recheck``."""
+    _recheck(account, as_json, client)

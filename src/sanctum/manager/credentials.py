@@ -192,6 +192,9 @@ def verify_bearer_token(key: bytes, token: str, *, now: dt.datetime) -> BearerCl
             (``auth.token_expired``).
     """
     invalid = AuthenticationError("the bearer token is not valid", code="auth.token_invalid")
+    # Tokens are ASCII; anything else (a lone surrogate cannot even be encoded) is malformed.
+    if not token.isascii():
+        raise invalid
     parts = token.split(".")
     if len(parts) != 3 or parts[0] != _HEADER:
         raise invalid

@@ -227,6 +227,17 @@ class Node(Base):
     created_by: Mapped[str | None] = mapped_column(String(36))
     created_at: Mapped[dt.datetime]
     attested_at: Mapped[dt.datetime | None]
+    #: The platform's TCB as verified at join (:class:`sanctum.manager.node_tcb.NodePlatformTcb`
+    #: JSON): what a re-check evaluates against fresh TCB info.
+    platform_tcb: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    #: The re-check run that holds the node (its lease), and when it claimed it.
+    recheck_claim: Mapped[str | None] = mapped_column(String(36))
+    recheck_claimed_at: Mapped[dt.datetime | None]
+    #: When a re-check last evaluated the node against fresh collateral.
+    rechecked_at: Mapped[dt.datetime | None]
+    #: The highest ``tcbEvaluationDataNumber`` of the TCB info the node was judged with (join
+    #: or re-check): collateral with a lower number is an older issue and is refused.
+    tcb_evaluation_data_number: Mapped[int | None] = mapped_column(Integer)
 
 
 class CertificateRecord(Base):

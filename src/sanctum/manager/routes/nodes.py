@@ -1,32 +1,125 @@
-"""Nodes: register (join token), list, show, deactivate, new token, refresh; and the join call.
+"""Nodes: register (join token), list, show, deactivate, new token, re-check; and the join call.
 
 ``POST /v1/nodes/join`` carries no user credentials: the single-use join token plus a quote
 that binds the challenge nonce and the node's CSR key are the credentials (``workload`` access
 in the permission matrix, rate limited like attestation).
+
+``POST /v1/accounts/{id}/nodes/recheck`` (administrators) re-appraises every active node of the
+account with fresh collateral now; the manager also does it on a schedule
+(:func:`install_node_recheck`, :mod:`sanctum.manager.services.node_recheck`).
 """
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, status
+import datetime as dt
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, FastAPI, Request, status
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
 from sanctum.errors import SanctumError
 from sanctum.manager.deps import ContextDep, PrincipalDep, RuntimeDep, SessionDep
 from sanctum.manager.routes.attest import AttestationDep, refusal_response, workload_context
+from sanctum.manager.runtime import Runtime
 from sanctum.manager.schemas_attestation import (
     NodeCreate,
     NodeCreated,
     NodeJoin,
     NodeJoined,
     NodePublic,
-    NodeRefreshed,
 )
 from sanctum.manager.services import attestation, nodes
+from sanctum.manager.services.node_recheck import (
+    NodeRechecker,
+    NodeRecheckMetrics,
+    RecheckTrust,
+)
 
-__all__ = ["router"]
+__all__ = [
+    "NodeRecheckChange",
+    "NodeRecheckFailure",
+    "NodeRecheckResult",
+    "install_node_recheck",
+    "router",
+]
 
 router = APIRouter(tags=["nodes"])
 _A = "/v1/accounts/{account_id}/nodes"
+
+
+class NodeRecheckChange(BaseModel):
+    """A node whose TCB appraisal changed in a re-check (flagged, or still acceptable)."""
+
+    node_id: str
+    account_id: str
+    name: str
+    old_tcb_status: str | None
+    new_tcb_status: str | None
+    old_advisory_ids: list[str]
+    new_advisory_ids: list[str]
+    flagged: bool
+    code: str | None
+    reason: str | None
+
+
+class NodeRecheckFailure(BaseModel):
+    """Nodes a re-check could not judge (left untouched) and why; ``retry``: transient."""
+
+    tee: str | None
+    fmspc: str | None
+    node_ids: list[str]
+    code: str
+    message: str
+    retry: bool
+
+
+class NodeRecheckResult(BaseModel):
+    """What a re-check run did."""
+
+    run_id: str
+    started_at: dt.datetime
+    outcome: str
+    claimed: int
+    checked: int
+    lost: int
+    changes: list[NodeRecheckChange]
+    failures: list[NodeRecheckFailure]
+
+
+def install_node_recheck(app: FastAPI) -> NodeRechecker:
+    """Build the app's node re-checker on ``app.state.node_recheck``.
+
+    Call it after the attestation runtime exists: the re-checker shares its collateral source
+    and trust anchors. The app's lifespan starts the scheduled worker
+    (:meth:`NodeRechecker.worker`).
+    """
+    runtime: Runtime = app.state.runtime
+    att: attestation.AttestationRuntime = app.state.attestation
+    settings = runtime.settings
+    rechecker = NodeRechecker(
+        sessions=runtime.db.transaction,
+        source=att.collateral_source,
+        trust=RecheckTrust(
+            intel=att.intel.trust_anchor,
+            simulated=None if att.simulated is None else att.simulated.trust_anchor,
+            simulation_accounts=frozenset(settings.simulation_accounts),
+        ),
+        interval=dt.timedelta(seconds=settings.node_recheck_interval_seconds),
+        clock=runtime.clock.now,
+        metrics=NodeRecheckMetrics(app.state.metrics.registry),
+    )
+    app.state.node_recheck = rechecker
+    return rechecker
+
+
+async def get_rechecker(request: Request) -> NodeRechecker:
+    """Return the app's node re-checker."""
+    rechecker: NodeRechecker = request.app.state.node_recheck
+    return rechecker
+
+
+RecheckerDep = Annotated[NodeRechecker, Depends(get_rechecker)]
 
 
 @router.get(_A, response_model=list[NodePublic])
@@ -46,11 +139,20 @@ def create_node(account_id: str, body: NodeCreate, ctx: ContextDep) -> NodeCreat
     )
 
 
-@router.post(f"{_A}/refresh", response_model=NodeRefreshed)
-def refresh_nodes(account_id: str, ctx: ContextDep, att: AttestationDep) -> NodeRefreshed:
-    """Re-appraise every active node's last quote with current collateral; flag failures."""
-    checked, flagged = nodes.refresh_nodes(ctx, att, account_id)
-    return NodeRefreshed(checked=checked, flagged=[NodePublic.model_validate(n) for n in flagged])
+@router.post(f"{_A}/recheck", response_model=NodeRecheckResult)
+def recheck_nodes(account_id: str, ctx: ContextDep, rechecker: RecheckerDep) -> NodeRecheckResult:
+    """Re-appraise every active node with fresh collateral now; flag the unacceptable ones."""
+    # The run writes in transactions of its own: end the request's first (on SQLite it holds
+    # the writer lock).
+    ctx.runtime.db.commit(ctx.session)
+    report = rechecker.run_now(
+        account_id=account_id,
+        actor=ctx.actor,
+        now=ctx.now,
+        request_id=ctx.request_id,
+        source_address=ctx.source_address,
+    )
+    return NodeRecheckResult.model_validate(report.to_dict())
 
 
 @router.get(f"{_A}/{{node_id}}", response_model=NodePublic)

@@ -5,8 +5,9 @@ The node answers a challenge like a workload (its quote binds the nonce and its 
 presents the token; the manager verifies the quote, records the platform (FMSPC, PCK identity,
 TCB status and advisories, simulated or not) and issues the node a certificate. A node can be
 deactivated (its certificate is revoked), re-attest with a new token, and is flagged when its
-stored quote no longer meets the node policy after a collateral refresh
-(:func:`refresh_nodes`).
+platform no longer meets the node policy after a collateral refresh: at join the platform's TCB
+(:class:`~sanctum.manager.node_tcb.NodePlatformTcb`) is recorded so that the re-check
+(:mod:`sanctum.manager.services.node_recheck`) can evaluate it against new TCB info.
 
 The node policy is the default attestation policy's TCB part (``UpToDate`` and
 ``SWHardeningNeeded``); simulated evidence follows the account's simulation setting.
@@ -16,8 +17,10 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import logging
 import secrets
 from collections.abc import Sequence
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -31,12 +34,12 @@ from sanctum.errors import (
     NotFoundError,
     PermissionDeniedError,
     SanctumError,
-    UsageError,
 )
 from sanctum.manager.ca import issue_workload_certificate, load_csr
 from sanctum.manager.errors import RateLimitedError
 from sanctum.manager.models import Account
 from sanctum.manager.models_attestation import Node, NodeStatus
+from sanctum.manager.node_tcb import platform_tcb_from_quote
 from sanctum.manager.policy import DEFAULT_ACCEPTED_TCB_STATUSES, attestation_claims
 from sanctum.manager.schemas_attestation import NodeJoin
 from sanctum.manager.services.attestation import (
@@ -63,9 +66,9 @@ __all__ = [
     "list_nodes",
     "new_join_token",
     "record_join_refusal",
-    "refresh_nodes",
 ]
 
+_log = logging.getLogger(__name__)
 NODE_CERTIFICATE_VALIDITY = dt.timedelta(days=30)
 _TOKEN_PREFIX = "snj_"  # noqa: S105 (a public prefix, not a secret)
 
@@ -157,14 +160,60 @@ def _tcb_problem(verified: VerifiedQuote) -> str | None:
     return None
 
 
-def _record_platform(node: Node, verified: VerifiedQuote, quote: bytes) -> None:
+def _platform_tcb(
+    att: AttestationRuntime, verified: VerifiedQuote, body: NodeJoin
+) -> dict[str, Any] | None:
+    """Return the verified platform TCB of a joining node (JSON), or ``None`` if unreadable.
+
+    The PCK chain is checked again under the anchor that verified the quote, and the result
+    must describe the verified platform, so a chain sent alongside (certification data types
+    1 to 3) cannot substitute another platform's TCB.
+    """
+    verifier = att.simulated if verified.simulated else att.intel
+    if verifier is None:  # pragma: no cover (a simulated quote verified with its anchor)
+        return None
+    chain = None if body.collateral is None else body.collateral.pck_certificate_chain
+    try:
+        platform = platform_tcb_from_quote(body.quote, verifier.trust_anchor, pck_chain_pem=chain)
+    except EvidenceError as error:
+        _log.warning("node platform TCB not recorded (%s): %s", error.code, error.message)
+        return None
+    facts = verified.platform
+    if (platform.fmspc, platform.pce_id, platform.ppid, platform.pce_svn) != (
+        facts.fmspc,
+        facts.pce_id,
+        facts.ppid,
+        facts.pce_svn,
+    ):
+        _log.warning("node platform TCB not recorded: the PCK chain is not the verified one")
+        return None
+    return platform.to_json()
+
+
+def _record_platform(
+    ctx: ServiceContext,
+    att: AttestationRuntime,
+    node: Node,
+    verified: VerifiedQuote,
+    body: NodeJoin,
+) -> None:
     node.tee = verified.tee
     node.fmspc = verified.platform.fmspc.hex()
     node.pck_identity = f"{verified.platform.pce_id.hex()}:{verified.platform.ppid.hex()}"
     node.tcb_status = str(verified.status)
     node.advisory_ids = list(verified.advisory_ids)
     node.simulated = verified.simulated
-    node.last_quote = quote
+    node.last_quote = body.quote
+    node.platform_tcb = _platform_tcb(att, verified, body)
+    # The join judged the platform with this TCB info: a re-check never accepts an older one.
+    node.tcb_evaluation_data_number = max(
+        node.tcb_evaluation_data_number or 0, verified.tcb_evaluation_data_number
+    )
+    # The join appraised the platform with current collateral: the next re-check is due one
+    # period from now, and a run that claimed the node before must not overwrite this.
+    node.recheck_claim = None
+    node.recheck_claimed_at = ctx.now
+    node.rechecked_at = ctx.now
 
 
 def join_node(
@@ -211,7 +260,7 @@ def join_node(
     except EvidenceError:
         node.status = NodeStatus.failed
         raise
-    _record_platform(node, verified, body.quote)
+    _record_platform(ctx, att, node, verified, body)
     problem = _tcb_problem(verified)
     if problem is not None:
         node.status = NodeStatus.failed
@@ -276,62 +325,6 @@ def deactivate_node(ctx: ServiceContext, account_id: str, node_id: str) -> Node:
     )
     revoke_where(ctx, account_id, reason="cessationOfOperation", node_id=node.id)
     return node
-
-
-def refresh_nodes(
-    ctx: ServiceContext, att: AttestationRuntime, account_id: str
-) -> tuple[int, list[Node]]:
-    """Re-verify every active node's last quote with current collateral; flag failures.
-
-    Returns:
-        How many nodes were checked, and the nodes flagged now.
-
-    Raises:
-        UsageError: No collateral source is configured (``node.collateral_source_missing``).
-        UnavailableError: The collateral source could not answer.
-    """
-    account = ctx.session.get(Account, account_id)
-    if account is None:
-        raise NotFoundError("no such account", code="account.not_found")
-    if att.collateral_source is None:
-        raise UsageError(
-            "the manager has no collateral source to refresh with",
-            code="node.collateral_source_missing",
-            hint="configure pcs_url or collateral_dir",
-        )
-    flagged: list[Node] = []
-    nodes = ctx.session.scalars(
-        select(Node).where(Node.account_id == account_id, Node.status == NodeStatus.active)
-    ).all()
-    for node in nodes:
-        if node.last_quote is None:
-            continue
-        try:
-            verified = verify_for_account(
-                att, account, node.last_quote, None, now=ctx.now, allow_expired_collateral=False
-            )
-        except EvidenceError as error:
-            problem: str | None = f"the quote no longer verifies: {error.code}"
-        else:
-            node.tcb_status = str(verified.status)
-            node.advisory_ids = list(verified.advisory_ids)
-            problem = _tcb_problem(verified)
-        if problem is None:
-            continue
-        node.status = NodeStatus.failed
-        node.flag = problem[:200]
-        flagged.append(node)
-        audit(
-            ctx,
-            "node.flagged",
-            account_id=account_id,
-            target_type="node",
-            target_id=node.id,
-            outcome=Outcome.failure,
-            severity=Severity.warning,
-            details={"reason": problem},
-        )
-    return len(nodes), flagged
 
 
 def record_join_refusal(ctx: ServiceContext, att: AttestationRuntime, error: SanctumError) -> None:
