@@ -12,6 +12,7 @@ import datetime as dt
 import json
 import logging
 import sys
+import time
 from typing import Final, TextIO
 
 __all__ = ["JsonLinesFormatter", "configure_logging"]
@@ -49,6 +50,32 @@ class JsonLinesFormatter(logging.Formatter):
         return json.dumps(out, default=str, separators=(",", ":"))
 
 
+class _TextFormatter(logging.Formatter):
+    """The human-readable format, with the date part of ``asctime`` made once per second.
+
+    ``logging.Formatter.formatTime`` converts and formats the time of every record; a busy
+    server logs many records per second (an access line per request), which all share the
+    same seconds text. The output is the standard one, byte for byte.
+    """
+
+    def __init__(self, fmt: str) -> None:
+        """Format records with ``fmt`` (the default date format)."""
+        super().__init__(fmt)
+        # One tuple, replaced whole: a reader in another thread sees one consistent pair.
+        self._cached: tuple[int, str] = (-1, "")
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
+        """Return ``asctime`` exactly as the base class would (``datefmt`` is not used here)."""
+        if datefmt is not None or self.default_msec_format is None:  # pragma: no cover
+            return super().formatTime(record, datefmt)
+        second = int(record.created)
+        cached = self._cached
+        if cached[0] != second:
+            text = time.strftime(self.default_time_format, self.converter(record.created))
+            cached = self._cached = (second, text)
+        return self.default_msec_format % (cached[1], record.msecs)
+
+
 def configure_logging(
     level: str | int = "INFO", *, json_lines: bool = False, stream: TextIO | None = None
 ) -> None:
@@ -63,7 +90,7 @@ def configure_logging(
     if json_lines:
         handler.setFormatter(JsonLinesFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(_TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     for existing in list(root.handlers):
         root.removeHandler(existing)

@@ -12,10 +12,11 @@ passwords and provisioned secrets would cross it in clear.
 
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import click
 
@@ -217,6 +218,7 @@ def serve(
             console.print(f"TLS CA for clients: {files.ca}")
     console.print(f"Sanctum manager on {scheme}://{settings.host}:{settings.port}")
     console.file.flush()  # Standard error is block-buffered when redirected to a file.
+    loop, http = server_implementations()
     uvicorn.Server(
         uvicorn.Config(
             app,
@@ -225,9 +227,26 @@ def serve(
             log_config=None,
             access_log=False,
             server_header=False,
+            loop=loop,
+            http=http,
             **ssl,
         )
     ).run()
+
+
+def server_implementations() -> tuple[Literal["uvloop", "auto"], Literal["httptools", "auto"]]:
+    """Return the uvicorn event loop and HTTP parser to serve with (ADR 0084).
+
+    uvloop and httptools (C implementations, much cheaper per request than asyncio's loop and
+    h11) when they are installed, else uvicorn's automatic choice.
+    """
+    loop: Literal["uvloop", "auto"] = (
+        "uvloop" if importlib.util.find_spec("uvloop") is not None else "auto"
+    )
+    http: Literal["httptools", "auto"] = (
+        "httptools" if importlib.util.find_spec("httptools") is not None else "auto"
+    )
+    return loop, http
 
 
 @group.command()

@@ -37,6 +37,7 @@ from sanctum.manager.routes import audit as audit_routes
 from sanctum.manager.routes import encrypted_dirs as encrypted_dir_routes
 from sanctum.manager.routes.attest import ATTESTATION_TASK_TYPES, install_attestation
 from sanctum.manager.routes.converter import install_conversion
+from sanctum.manager.routes.nodes import install_node_recheck
 from sanctum.manager.runtime import Runtime
 from sanctum.manager.schemas import problem_responses
 from sanctum.manager.secretbox import (
@@ -165,19 +166,21 @@ class RequestContextMiddleware:
             template = route.path if isinstance(route, APIRoute) else "unmatched"
             method = str(scope.get("method", ""))
             self.metrics.observe(method, template, status, elapsed)
-            _access_log.info(
-                "%s %s %d",
-                method,
-                template,
-                status,
-                extra={
-                    "request_id": request_id,
-                    "method": method,
-                    "route": template,
-                    "status": status,
-                    "duration_ms": round(elapsed * 1000, 3),
-                },
-            )
+            # The record and its fields are only built when the access log is on at INFO.
+            if _access_log.isEnabledFor(logging.INFO):
+                _access_log.info(
+                    "%s %s %d",
+                    method,
+                    template,
+                    status,
+                    extra={
+                        "request_id": request_id,
+                        "method": method,
+                        "route": template,
+                        "status": status,
+                        "duration_ms": round(elapsed * 1000, 3),
+                    },
+                )
             request_id_var.reset(token)
 
 
@@ -253,12 +256,17 @@ def create_app(
         job_worker = getattr(_app.state, "job_worker", None)
         if job_worker is not None and runtime.settings.jobs_enabled:
             job_worker.start()
+        node_recheck = _app.state.node_recheck.worker()
+        if node_recheck is not None:
+            node_recheck.start()
         try:
             yield
         finally:
             stop.set()
             if job_worker is not None:
                 job_worker.stop()
+            if node_recheck is not None:
+                node_recheck.stop()
             worker.join(timeout=5)
 
     app = FastAPI(
@@ -278,6 +286,7 @@ def create_app(
     for module in (health, auth, accounts, users, apikeys, tasks, audit_routes):
         app.include_router(module.router, responses=errors)
     install_attestation(app, responses=errors)
+    install_node_recheck(app)
     install_conversion(app, responses=errors)
     app.include_router(encrypted_dir_routes.router, responses=errors)
     _check_matrix(app)

@@ -13,9 +13,12 @@ or by ``sanctum manager migrate``.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
-from collections.abc import Iterator
+import weakref
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
@@ -23,14 +26,14 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, Select, create_engine, event, text
+from sqlalchemy import Connection, Engine, Select, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from sanctum.errors import ConflictError, UnavailableError, UsageError
 
-__all__ = ["Database", "lock_for_update"]
+__all__ = ["Database", "Prepared", "lock_for_update"]
 
 _MIGRATIONS_DIR: Final = Path(__file__).parent / "migrations"
 _log = logging.getLogger(__name__)
@@ -61,13 +64,26 @@ class _SqliteWriterLock:
         self._lock = threading.Lock()
 
     def begin(self, connection: Any) -> None:
+        """Take the lock (once per pooled connection checkout) and begin a write transaction.
+
+        Raises:
+            UnavailableError: The lock or the database stayed busy (``database.unavailable``).
+        """
         if not connection.info.get(_LOCKED):
             if not self._lock.acquire(timeout=60):
                 raise UnavailableError(
                     "timed out waiting for the database", code="database.unavailable"
                 )
             connection.info[_LOCKED] = True
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # Straight to the driver: SQLAlchemy's statement machinery for a constant BEGIN cost
+        # about as much as a query (pysqlite runs in autocommit mode here, so SQLAlchemy's
+        # commit and rollback end what this BEGIN starts, as they did with exec_driver_sql).
+        try:
+            connection.connection.driver_connection.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as error:  # Another process held the database too long.
+            raise UnavailableError(
+                "the database is unreachable", code="database.unavailable"
+            ) from error
 
     def checkin(self, _dbapi_connection: Any, record: Any) -> None:
         if record is not None and record.info.pop(_LOCKED, False):
@@ -80,6 +96,113 @@ _LOCKED: Final = "sanctum.sqlite_writer_lock"
 def lock_for_update(statement: Select[T]) -> Select[T]:
     """Return ``statement`` with ``FOR UPDATE`` (a no-op on SQLite, where writes serialise)."""
     return statement.with_for_update()
+
+
+class Prepared:
+    """A Core statement compiled once per dialect and run on the driver's cursor directly.
+
+    For the attestation's hot statements (ADR 0085) SQLAlchemy's per-execution machinery
+    (cache lookup, execution context, result wrapping) cost several times the database's own
+    work. This runs the SQL SQLAlchemy compiles for the connection's dialect, with the
+    dialect's own bind and result processing of every column type, in the connection's
+    current transaction; driver errors are raised as SQLAlchemy's (so :func:`_mapped_errors`
+    maps them as usual).
+    """
+
+    def __init__(self, statement: Any, *, column_keys: list[str] | None = None) -> None:
+        """Prepare ``statement`` (an INSERT names the columns it sets in ``column_keys``)."""
+        self.statement = statement
+        self.column_keys = column_keys
+        self._plans: weakref.WeakKeyDictionary[Any, _Plan] = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
+
+    def _plan(self, dialect: Any) -> _Plan:
+        with self._lock:
+            plan = self._plans.get(dialect)
+        if plan is not None:
+            return plan
+        compiled = self.statement.compile(dialect=dialect, column_keys=self.column_keys)
+        defaults = dict(compiled.params)  # Every bind parameter, by its rendered name.
+        binds = {
+            key: compiled.binds[key].type.dialect_impl(dialect).bind_processor(dialect)
+            for key in defaults
+        }
+        results: list[Any] = []
+        if getattr(self.statement, "is_select", False):
+            results = [
+                column.type.dialect_impl(dialect).result_processor(dialect, None)
+                for column in self.statement.selected_columns
+            ]
+        plan = _Plan(
+            sql=compiled.string,
+            names=list(compiled.positiontup) if compiled.positional else None,
+            defaults=defaults,
+            binds={key: process for key, process in binds.items() if process is not None},
+            results=results if any(results) else [],
+        )
+        with self._lock:
+            self._plans[dialect] = plan
+        return plan
+
+    def _parameters(self, plan: _Plan, params: Mapping[str, Any]) -> Any:
+        values = {**plan.defaults, **params}
+        for key, process in plan.binds.items():
+            values[key] = process(values[key])
+        if plan.names is None:
+            return {key: values[key] for key in plan.defaults}
+        return tuple(values[name] for name in plan.names)
+
+    def rows(self, connection: Connection, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        """Run the statement; return its rows, processed like SQLAlchemy would."""
+        plan = self._plan(connection.dialect)
+        rows = self._run(connection, plan, [self._parameters(plan, params)], fetch=True)
+        if not plan.results:
+            return [tuple(row) for row in rows]
+        processors = plan.results
+        return [
+            tuple(
+                value if process is None else process(value)
+                for process, value in zip(processors, row, strict=True)
+            )
+            for row in rows
+        ]
+
+    def execute(self, connection: Connection, params: Mapping[str, Any]) -> int:
+        """Run the statement; return how many rows it changed."""
+        plan = self._plan(connection.dialect)
+        return int(self._run(connection, plan, [self._parameters(plan, params)], fetch=False))
+
+    def execute_many(self, connection: Connection, params: list[Mapping[str, Any]]) -> None:
+        """Run the statement once per parameter set (one driver call)."""
+        plan = self._plan(connection.dialect)
+        self._run(connection, plan, [self._parameters(plan, p) for p in params], fetch=False)
+
+    def _run(self, connection: Connection, plan: _Plan, params: list[Any], *, fetch: bool) -> Any:
+        raw = connection.connection.driver_connection
+        if raw is None:  # pragma: no cover (a checked-out connection has its driver connection)
+            raise UnavailableError("the database is unreachable", code="database.unavailable")
+        cursor = raw.cursor()
+        try:
+            if len(params) == 1:
+                cursor.execute(plan.sql, params[0])
+            else:
+                cursor.executemany(plan.sql, params)
+            return cursor.fetchall() if fetch else cursor.rowcount
+        except connection.dialect.loaded_dbapi.Error as error:
+            raise DBAPIError.instance(
+                plan.sql, params, error, connection.dialect.loaded_dbapi.Error
+            ) from error
+        finally:
+            cursor.close()
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    sql: str
+    names: list[str] | None
+    defaults: dict[str, Any]
+    binds: dict[str, Any]
+    results: list[Any]
 
 
 class Database:
@@ -128,6 +251,20 @@ class Database:
         """
         with _mapped_errors(), self.sessions() as session, session.begin():
             yield session
+
+    @contextmanager
+    def connection(self) -> Iterator[Connection]:
+        """Yield a Core connection in one transaction (no ORM session), like :meth:`transaction`.
+
+        For hot paths that only run Core statements: the same engine events apply (on SQLite
+        the writer lock and ``BEGIN IMMEDIATE``), without the ORM session's bookkeeping.
+
+        Raises:
+            UnavailableError: The database could not be reached (``database.unavailable``).
+            ConflictError: A constraint refused the commit (``database.conflict``).
+        """
+        with _mapped_errors(), self.engine.begin() as connection:
+            yield connection
 
     def commit(self, session: Session) -> None:
         """Commit ``session``'s transaction now (a handler finishing its unit of work early).

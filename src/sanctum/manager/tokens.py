@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
@@ -117,6 +118,12 @@ def b64url_decode(text: str) -> bytes:
     if b64url_encode(data) != text:
         raise TokenError("non-canonical base64url", code="token.malformed")
     return data
+
+
+@functools.lru_cache(maxsize=64)
+def _header_segment(kid: str) -> str:
+    """Return the encoded JWS header of tokens signed by the key ``kid`` (the same every time)."""
+    return b64url_encode(_json_bytes({"alg": _ALG, "kid": kid, "typ": "JWT"}))
 
 
 def _json_bytes(value: Mapping[str, Any]) -> bytes:
@@ -388,8 +395,7 @@ class SigningKeySet:
 
     def sign(self, claims: Mapping[str, Any]) -> str:
         """Return ``claims`` as a JWS compact ES256 token signed with the active key."""
-        header = {"alg": _ALG, "kid": self.active.kid, "typ": "JWT"}
-        signing_input = f"{b64url_encode(_json_bytes(header))}.{b64url_encode(_json_bytes(claims))}"
+        signing_input = f"{_header_segment(self.active.kid)}.{b64url_encode(_json_bytes(claims))}"
         der = self.active.private_key.sign(signing_input.encode("ascii"), ec.ECDSA(hashes.SHA256()))
         r, s = decode_dss_signature(der)
         signature = r.to_bytes(_COORDINATE, "big") + s.to_bytes(_COORDINATE, "big")

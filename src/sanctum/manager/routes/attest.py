@@ -12,12 +12,24 @@ anchors, collateral source, token key, metrics) and includes every attestation r
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import inspect
 import logging
+import threading
+import weakref
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, TypeVar
 
 from fastapi import APIRouter, Depends, FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
+from pydantic import BaseModel, ValidationError
+from starlette.middleware import Middleware
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sanctum.attestation.trust import TrustAnchor
 from sanctum.errors import NotFoundError, SanctumError
@@ -25,6 +37,7 @@ from sanctum.manager.deps import PrincipalDep, RuntimeDep, SessionDep, client_ad
 from sanctum.manager.errors import http_status_for
 from sanctum.manager.models import Role
 from sanctum.manager.models_attestation import App
+from sanctum.manager.permissions import ROUTE_ACCESS, Access
 from sanctum.manager.problems import problem_response
 from sanctum.manager.runtime import Runtime
 from sanctum.manager.schemas_attestation import VerifyEvidenceRequest
@@ -45,6 +58,7 @@ from sanctum.protocol.messages import (
 
 __all__ = [
     "ATTESTATION_TASK_TYPES",
+    "AttestFastLane",
     "AttestationDep",
     "install_attestation",
     "refusal_response",
@@ -83,6 +97,16 @@ def workload_context(
     )
 
 
+def _json(model: BaseModel) -> Response:
+    """Return ``model`` serialised once, as the route's documented ``response_model``.
+
+    The model was validated when the service built it; returning a ``Response`` spares FastAPI
+    validating and serialising it a second time (the OpenAPI schema still comes from the
+    route's ``response_model``).
+    """
+    return Response(content=model.model_dump_json(), media_type="application/json")
+
+
 def refusal_response(request: Request, error: SanctumError) -> JSONResponse:
     """Return the problem document of a refusal (the transaction still commits)."""
     extra: dict[str, object] = {}
@@ -107,7 +131,7 @@ def challenge(
     session: SessionDep,
     att: AttestationDep,
     _principal: PrincipalDep,
-) -> ChallengeResponse | JSONResponse:
+) -> Response:
     """Issue a single-use nonce to bind into a quote's report data."""
     now = runtime.clock.now()
     try:
@@ -118,7 +142,7 @@ def challenge(
     issued = attestation.issue_challenge(session, att, now)
     # Commit here, in this worker thread: the nonce is stored before the response is sent.
     runtime.db.commit(session)
-    return issued
+    return _json(issued)
 
 
 @router.post("", response_model=AttestResponse)
@@ -130,7 +154,7 @@ def attest(
     session: SessionDep,
     att: AttestationDep,
     _principal: PrincipalDep,
-) -> AttestResponse | JSONResponse:
+) -> Response:
     """Attest a workload: verify its quote and issue its certificate, secrets and token."""
     ctx = workload_context(request, runtime, session, instance=body.instance, app=body.app)
     try:
@@ -141,7 +165,7 @@ def attest(
         runtime.db.commit(session)
         return refusal_response(request, error)
     runtime.db.commit(session)
-    return issued
+    return _json(issued)
 
 
 @router.post("/verify-evidence", response_model=VerifyEvidenceResponse)
@@ -172,6 +196,229 @@ def verify_evidence(
             raise NotFoundError(f"no app {body.app!r}", code="attest.app_unknown")
 
     return attestation.dry_run(ctx, att, body, authorise=authorise)
+
+
+class AttestFastLane:
+    """Pure ASGI middleware that serves the two hot workload routes without FastAPI's machinery.
+
+    ``POST /v1/attest/challenge`` and ``POST /v1/attest`` (with a JSON body) are answered
+    here, innermost of the app's middlewares (request ids, access log, metrics and the body
+    limit still apply), with exactly what the routes above do: the same rate limit, service
+    calls, transaction, refusal handling and problem documents; ADR 0085. What is skipped is
+    the per-request cost of FastAPI's route scan, dependency resolution and response
+    validation, which was a third of the manager's CPU per attestation. Any other request,
+    and a ``POST /v1/attest`` whose body is not declared JSON, goes on to the routes, which
+    stay registered (and documented in the OpenAPI schema).
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        """Wrap ``app`` (the rest of the middleware stack and the router)."""
+        self.app = app
+        routes = {
+            (method, route.path): route
+            for route in router.routes
+            if isinstance(route, APIRoute)
+            for method in route.methods or ()
+        }
+        self.challenges = _ChallengeBatcher()
+        self.challenge_route = routes[("POST", "/v1/attest/challenge")]
+        self.attest_route = routes[("POST", "/v1/attest")]
+        for key in (("POST", "/v1/attest/challenge"), ("POST", "/v1/attest")):
+            # This lane does no authorisation: it must only ever serve workload routes.
+            if ROUTE_ACCESS.get(key) is not Access.workload:  # pragma: no cover (a matrix error)
+                msg = f"{key} is not a workload route"
+                raise RuntimeError(msg)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve the two routes; pass everything else on."""
+        if scope["type"] == "http" and scope["method"] == "POST":
+            path = scope["path"]
+            root = scope.get("root_path", "")
+            if root and path.startswith(root):
+                path = path[len(root) :]
+            if path == "/v1/attest/challenge":
+                await self._challenge(scope, receive, send)
+                return
+            if path == "/v1/attest" and _declares_json(scope):
+                await self._attest(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    async def _challenge(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope["route"] = self.challenge_route
+        request = Request(scope)
+        runtime: Runtime = scope["app"].state.runtime
+        att: attestation.AttestationRuntime = scope["app"].state.attestation
+        now = runtime.clock.now()
+        try:
+            att.limiter.take(client_address(request, runtime) or "unknown", now)
+        except SanctumError as error:
+            att.metrics.count("challenge", "refused", error.code)
+            await refusal_response(request, error)(scope, receive, send)
+            return
+        pending = attestation.new_challenge(att, now)
+        try:
+            # The nonce is committed before the response is sent.
+            await self.challenges.store(runtime, att, pending)
+        except SanctumError as error:
+            await (await _error_response(request, error))(scope, receive, send)
+            return
+        content = pending.response.model_dump_json().encode()
+        await Response(content, media_type="application/json")(scope, receive, send)
+
+    async def _attest(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope["route"] = self.attest_route
+        request = Request(scope, receive)
+        raw = await request.body()
+        try:
+            body = AttestRequest.model_validate_json(raw)
+        except ValidationError as error:
+            invalid = RequestValidationError(
+                [{**item, "loc": ("body", *item["loc"])} for item in error.errors()]
+            )
+            await (await _error_response(request, invalid))(scope, receive, send)
+            return
+        runtime: Runtime = scope["app"].state.runtime
+        att: attestation.AttestationRuntime = scope["app"].state.attestation
+
+        def run() -> Response:
+            with runtime.db.transaction() as session:
+                ctx = workload_context(
+                    request, runtime, session, instance=body.instance, app=body.app
+                )
+                try:
+                    issued = attestation.attest(ctx, att, body)
+                except SanctumError as error:
+                    attestation.record_refusal(
+                        ctx, att, endpoint="attest", app_ref=body.app, error=error
+                    )
+                    # A refusal commits too: the nonce stays used and the refusal audited.
+                    return refusal_response(request, error)
+            return _json(issued)
+
+        try:
+            response = await _in_thread(run, serial=runtime.db.backend == "sqlite")
+        except SanctumError as error:
+            response = await _error_response(request, error)
+        await response(scope, receive, send)
+
+
+_T = TypeVar("_T")
+_executors: dict[bool, ThreadPoolExecutor] = {}
+_executors_lock = threading.Lock()
+
+
+async def _in_thread(function: Callable[[], _T], *, serial: bool) -> _T:
+    """Run ``function`` in the attestation worker threads, in this task's context.
+
+    A plain executor rather than anyio's worker threads (which the rest of the app uses): the
+    lane needs no capacity limiter or cancel scope per call, and these cost the event loop
+    about as much as the HTTP parsing of a request. ``serial`` work (SQLite, where the writer
+    lock serialises whole transactions anyway) runs on one thread, in arrival order: threads
+    queueing on the writer lock only added lock and GIL hand-offs. Other work (PostgreSQL)
+    runs on a pool sized like the connection pool's base. The pools are shared by every app
+    of the process.
+    """
+    with _executors_lock:
+        executor = _executors.get(serial)
+        if executor is None:
+            executor = _executors[serial] = ThreadPoolExecutor(
+                max_workers=1 if serial else 20,
+                thread_name_prefix="sanctum-attest-serial" if serial else "sanctum-attest",
+            )
+    context = contextvars.copy_context()  # Log records keep the request id.
+    return await asyncio.get_running_loop().run_in_executor(executor, context.run, function)
+
+
+class _ChallengeBatcher:
+    """Group commit of challenge nonces: concurrent challenges share one transaction.
+
+    Each challenge still waits until the transaction holding its nonce committed, so the
+    nonce is stored (any replica can accept it) before its response is sent, exactly as with
+    one transaction per challenge; under load, one transaction stores every nonce that
+    arrived while the previous one was committing. A failed transaction fails every
+    challenge of its batch with the same error. State is per event loop (a server has one;
+    test clients may use several).
+    """
+
+    def __init__(self) -> None:
+        """Start with nothing pending."""
+        self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopBatch] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    async def store(
+        self,
+        runtime: Runtime,
+        att: attestation.AttestationRuntime,
+        pending: attestation.PendingChallenge,
+    ) -> None:
+        """Return once ``pending`` is committed.
+
+        Raises:
+            UnavailableError: The database could not be reached.
+        """
+        loop = asyncio.get_running_loop()
+        batch = self._loops.get(loop)
+        if batch is None:
+            batch = self._loops[loop] = _LoopBatch()
+        future: asyncio.Future[None] = loop.create_future()
+        batch.pending.append((pending, future))
+        if batch.task is None or batch.task.done():
+            batch.task = loop.create_task(batch.flush(runtime, att))
+        await future
+
+
+class _LoopBatch:
+    """The challenges waiting on one event loop, and the task committing them."""
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[attestation.PendingChallenge, asyncio.Future[None]]] = []
+        self.task: asyncio.Task[None] | None = None
+
+    async def flush(self, runtime: Runtime, att: attestation.AttestationRuntime) -> None:
+        while self.pending:
+            batch, self.pending = self.pending, []
+
+            def store(batch: list[tuple[attestation.PendingChallenge, Any]] = batch) -> None:
+                with runtime.db.connection() as connection:
+                    attestation.store_challenges(connection, att, [item for item, _ in batch])
+
+            try:
+                await _in_thread(store, serial=runtime.db.backend == "sqlite")
+            except BaseException as error:
+                # Every waiting challenge gets the error (not swallowed: each request
+                # answers it); a cancellation of this task still propagates.
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(error)
+                if not isinstance(error, Exception):
+                    raise
+            else:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_result(None)
+
+
+def _declares_json(scope: Scope) -> bool:
+    for name, value in scope.get("headers", ()):
+        if name == b"content-type":
+            return bool(value.split(b";", 1)[0].strip().lower() == b"application/json")
+    return False
+
+
+async def _error_response(request: Request, error: Exception) -> Response:
+    """Return what the app's registered exception handler answers for ``error``."""
+    handlers = request.app.exception_handlers
+    handler = next((handlers[kind] for kind in type(error).__mro__ if kind in handlers), None)
+    if handler is None:  # pragma: no cover (the app registers a handler for Exception)
+        raise error
+    response = handler(request, error)
+    if inspect.isawaitable(response):
+        response = await response
+    if not isinstance(response, Response):  # pragma: no cover (handlers return responses)
+        raise error
+    return response
 
 
 def _simulated_root(settings: ManagerSettings) -> TrustAnchor | None:
@@ -240,3 +487,6 @@ def install_attestation(
     for module in (apps, builds, domains, nodes, certificates, ca, wellknown):
         app.include_router(module.router, responses=responses)
     app.include_router(router, responses=responses)
+    # Innermost of the app's middlewares (Starlette builds the stack from this list, last
+    # entry innermost), so request ids, the access log, metrics and the body limit apply.
+    app.user_middleware.append(Middleware(AttestFastLane))

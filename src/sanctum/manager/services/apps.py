@@ -13,14 +13,17 @@ import base64
 import binascii
 import uuid
 from collections.abc import Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Final, cast
 
 from pydantic import BaseModel, Field
-from sqlalchemy import delete, select
+from sqlalchemy import Connection, Table, Text, bindparam, delete, select
+from sqlalchemy import cast as sql_cast
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from sanctum.errors import ConflictError, NotFoundError, UsageError
+from sanctum.manager.db import Prepared
 from sanctum.manager.models import Account, Task
 from sanctum.manager.models_attestation import App, AppSecret, Domain
 from sanctum.manager.policy import AttestationPolicy, loosening_changes
@@ -45,6 +48,8 @@ __all__ = [
     "DEFAULT_ENCLAVE_SIZE_MIB",
     "DEFAULT_THREADS",
     "AppPolicyChange",
+    "AppRow",
+    "SecretRow",
     "app_policy",
     "app_public",
     "create_app",
@@ -52,8 +57,11 @@ __all__ = [
     "delete_secret",
     "get_app",
     "list_apps",
+    "open_sealed_secret",
     "open_secret",
     "resolve_app",
+    "resolve_app_row",
+    "secret_rows",
     "set_secret",
     "update_app",
     "update_app_request",
@@ -141,6 +149,112 @@ def resolve_app(session: Session, ref: str) -> App:
     return found[0]
 
 
+@dataclass(frozen=True, slots=True)
+class AppRow:
+    """What an attestation reads of an app, in one statement (no ORM object).
+
+    Attributes:
+        id: The app id.
+        account_id: Its account.
+        account_name: The account's name.
+        name: The app name.
+        policy_text: The stored policy as JSON text (a cache key for its parsed form).
+        isvprodid: The app's ISVPRODID, if it sets one.
+        min_isvsvn: The app's ISVSVN floor.
+        certificate: The certificate configuration.
+        encrypted_dirs: The app's encrypted directories.
+    """
+
+    id: str
+    account_id: str
+    account_name: str
+    name: str
+    policy_text: str
+    isvprodid: int | None
+    min_isvsvn: int
+    certificate: dict[str, Any]
+    encrypted_dirs: list[str]
+
+
+_APPS: Final = cast("Table", App.__table__)
+_ACCOUNTS: Final = cast("Table", Account.__table__)
+_APP_ROW: Final = select(
+    _APPS.c.id,
+    _APPS.c.account_id,
+    _ACCOUNTS.c.name,
+    _APPS.c.name,
+    # The JSON text as stored (a CAST, so that no driver decodes it): parsed only on a miss of
+    # the policy cache that it keys.
+    sql_cast(_APPS.c.policy, Text),
+    _APPS.c.isvprodid,
+    _APPS.c.min_isvsvn,
+    _APPS.c.certificate,
+    _APPS.c.encrypted_dirs,
+).join(_ACCOUNTS, _ACCOUNTS.c.id == _APPS.c.account_id)
+_APP_BY_ID: Final = Prepared(_APP_ROW.where(_APPS.c.id == bindparam("ref")))
+_APP_BY_NAME: Final = Prepared(_APP_ROW.where(_APPS.c.name == bindparam("ref")).limit(2))
+_APP_BY_ACCOUNT_AND_NAME: Final = Prepared(
+    _APP_ROW.where(
+        _ACCOUNTS.c.name == bindparam("account"), _APPS.c.name == bindparam("ref")
+    ).limit(2)
+)
+
+
+def resolve_app_row(connection: Connection, ref: str) -> AppRow:
+    """Return what :func:`resolve_app` finds, as an :class:`AppRow` (the attestation hot path).
+
+    The same resolution: an id, ``account/app``, or a name unique over all accounts.
+
+    Raises:
+        NotFoundError: No such app (``attest.app_unknown``).
+        ConflictError: The bare name exists in several accounts (``attest.app_ambiguous``).
+    """
+    if _is_uuid(ref):
+        rows = _APP_BY_ID.rows(connection, {"ref": ref})
+        if rows:
+            return AppRow(*rows[0])
+    if "/" in ref:
+        account_name, _, name = ref.partition("/")
+        found = _APP_BY_ACCOUNT_AND_NAME.rows(connection, {"account": account_name, "ref": name})
+    else:
+        found = _APP_BY_NAME.rows(connection, {"ref": ref})
+    if not found:
+        raise NotFoundError(f"no app {ref!r}", code="attest.app_unknown")
+    if len(found) > 1:
+        raise ConflictError(
+            f"the app name {ref!r} exists in several accounts",
+            code="attest.app_ambiguous",
+            hint="name the app by its id or as <account>/<app>",
+        )
+    return AppRow(*found[0])
+
+
+@dataclass(frozen=True, slots=True)
+class SecretRow:
+    """A stored secret of an app, as the attestation reads it (the value still sealed)."""
+
+    name: str
+    delivery: str
+    target: str
+    sealed_value: bytes
+
+
+_SECRETS: Final = cast("Table", AppSecret.__table__)
+_SECRET_ROWS: Final = Prepared(
+    select(_SECRETS.c.name, _SECRETS.c.delivery, _SECRETS.c.target, _SECRETS.c.sealed_value)
+    .where(_SECRETS.c.app_id == bindparam("app_id"))
+    .order_by(_SECRETS.c.name)
+)
+
+
+def secret_rows(connection: Connection, app_id: str) -> list[SecretRow]:
+    """Return the app's secrets by name, values sealed (one Core statement)."""
+    return [
+        SecretRow(name, delivery, target, bytes(sealed))
+        for name, delivery, target, sealed in _SECRET_ROWS.rows(connection, {"app_id": app_id})
+    ]
+
+
 def list_apps(ctx: ServiceContext, account_id: str) -> Sequence[App]:
     """Return the account's apps by name."""
     return ctx.session.scalars(
@@ -212,9 +326,16 @@ def open_secret(ctx: ServiceContext, secret: AppSecret) -> bytes:
     Raises:
         EvidenceError: The sealed value does not open (``secret.*``).
     """
-    return ctx.runtime.box.open(
-        ctx.session, secret.sealed_value, context=_secret_context(secret.app_id, secret.name)
-    )
+    return open_sealed_secret(ctx, secret.app_id, secret.name, secret.sealed_value)
+
+
+def open_sealed_secret(ctx: ServiceContext, app_id: str, name: str, sealed: bytes) -> bytes:
+    """Return the clear value of the sealed secret ``name`` of ``app_id``.
+
+    Raises:
+        EvidenceError: The sealed value does not open (``secret.*``).
+    """
+    return ctx.runtime.box.open(ctx.session, sealed, context=_secret_context(app_id, name))
 
 
 def delete_secret(ctx: ServiceContext, app: App, name: str) -> None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import itertools
+import json
 import logging
 import secrets
 import threading
@@ -32,27 +33,29 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, cast
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from sqlalchemy import delete, select, update
+from sqlalchemy import Connection, Table, bindparam, delete, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from sanctum.attestation.collateral import Collateral as VerifierCollateral
 from sanctum.attestation.quote import parse_quote
-from sanctum.attestation.result import VerifiedQuote
+from sanctum.attestation.result import SgxEnclaveIdentity, VerifiedQuote
 from sanctum.attestation.trust import TrustAnchor
 from sanctum.attestation.verify import Verifier
-from sanctum.errors import EvidenceError, SanctumError, UnavailableError
-from sanctum.manager.ca import issue_workload_certificate, load_csr
+from sanctum.errors import EvidenceError, NotFoundError, SanctumError, UnavailableError, UsageError
+from sanctum.manager.ca import AccountCa, issue_workload_certificate, load_csr
+from sanctum.manager.db import Prepared
 from sanctum.manager.errors import RateLimitedError
-from sanctum.manager.models import Account
+from sanctum.manager.models import Account, new_id
 from sanctum.manager.models_attestation import (
     App,
-    AppSecret,
     AttestNonce,
     Node,
     NodeStatus,
@@ -68,17 +71,25 @@ from sanctum.manager.policy import (
 )
 from sanctum.manager.runtime import Runtime, load_or_create_secret
 from sanctum.manager.schemas_attestation import VerifyEvidenceRequest
-from sanctum.manager.services.apps import app_policy, open_secret, resolve_app
-from sanctum.manager.services.audit import Outcome, Severity, audit
-from sanctum.manager.services.builds import builds_for_appraisal
+from sanctum.manager.services.apps import (
+    AppRow,
+    SecretRow,
+    app_policy,
+    open_sealed_secret,
+    resolve_app,
+    resolve_app_row,
+    secret_rows,
+)
+from sanctum.manager.services.audit import Outcome, Severity, append, audit
+from sanctum.manager.services.builds import builds_for_appraisal, builds_matching
 from sanctum.manager.services.certificates import (
     CaCache,
     ensure_account_ca,
-    record_certificate,
+    insert_certificate_record,
     serial_hex,
 )
 from sanctum.manager.services.context import Actor, ServiceContext
-from sanctum.manager.services.domains import approved_domains
+from sanctum.manager.services.domains import approved_domain_names, approved_domains
 from sanctum.manager.services.encrypted_dirs import seal_dir_keys
 from sanctum.manager.tokens import SigningKey, SigningKeySet, issue_ear
 from sanctum.platforms.collateral_source import CollateralSource
@@ -102,6 +113,7 @@ __all__ = [
     "AttestationMetrics",
     "AttestationRefusedError",
     "AttestationRuntime",
+    "PendingChallenge",
     "RateLimiter",
     "attest",
     "build_attestation_runtime",
@@ -109,7 +121,9 @@ __all__ = [
     "dry_run",
     "issue_challenge",
     "jsonable",
+    "new_challenge",
     "record_refusal",
+    "store_challenges",
     "verify_for_account",
     "wire_collateral",
     "workload_actor",
@@ -121,6 +135,9 @@ _NONCE_BYTES: Final = 32
 _NONCE_SWEEP_EVERY: Final = 256
 _COLLATERAL_CACHE_SIZE: Final = 64
 _ANCHOR_CACHE_SIZE: Final = 64
+_POLICY_CACHE_SIZE: Final = 256
+_SECRET_CACHE_SIZE: Final = 4096
+_METRIC_CHILDREN_CACHE_SIZE: Final = 1024
 
 
 class AttestationRefusedError(EvidenceError):
@@ -147,10 +164,26 @@ class AttestationMetrics:
             registry=registry,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
         )
+        # Label children looked up once (``labels()`` validates and joins on every call).
+        self._counters: dict[tuple[str, str, str], Any] = {}
+        self._durations: dict[str, Any] = {}
 
     def count(self, endpoint: str, outcome: str, code: str) -> None:
         """Count one attempt."""
-        self.outcomes.labels(endpoint, outcome, code).inc()
+        key = (endpoint, outcome, code)
+        child = self._counters.get(key)
+        if child is None:
+            child = self.outcomes.labels(endpoint, outcome, code)
+            if len(self._counters) < _METRIC_CHILDREN_CACHE_SIZE:
+                self._counters[key] = child
+        child.inc()
+
+    def observe_duration(self, endpoint: str, seconds: float) -> None:
+        """Record the time one attempt of ``endpoint`` took."""
+        child = self._durations.get(endpoint)
+        if child is None:
+            child = self._durations[endpoint] = self.duration.labels(endpoint)
+        child.observe(seconds)
 
 
 class RateLimiter:
@@ -209,8 +242,73 @@ class AttestationRuntime:
     challenges: itertools.count[int] = field(default_factory=itertools.count)
     collaterals: dict[bytes, VerifierCollateral] = field(default_factory=dict)
     collaterals_lock: threading.Lock = field(default_factory=threading.Lock)
+    policies: dict[tuple[str, int | None, int], AttestationPolicy] = field(default_factory=dict)
+    secret_values: dict[tuple[str, str, bytes], bytes] = field(default_factory=dict)
+    ca_pem_cache: dict[str, tuple[AccountCa, list[str], str]] = field(default_factory=dict)
+    cache_lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def verifier_collateral(self, wire: Collateral) -> VerifierCollateral:
+    def policy_for(self, app: AppRow) -> AttestationPolicy:
+        """Return the parsed attestation policy of ``app`` (what :func:`app_policy` returns).
+
+        Cached by the stored policy text and the ISV floor, which are read with the app on
+        every request: a policy changed on any replica is a new key, seen at once.
+
+        Raises:
+            UsageError: The stored policy is invalid (``policy.invalid``).
+        """
+        key = (app.policy_text, app.isvprodid, app.min_isvsvn)
+        with self.cache_lock:
+            found = self.policies.get(key)
+        if found is not None:
+            return found
+        stored = json.loads(app.policy_text)
+        if not isinstance(stored, dict):
+            raise UsageError("the stored policy is not an object", code="policy.invalid")
+        policy = AttestationPolicy.from_dict(
+            {**stored, "isvprodid": app.isvprodid, "min_isvsvn": app.min_isvsvn}
+        )
+        with self.cache_lock:
+            if len(self.policies) >= _POLICY_CACHE_SIZE:
+                self.policies.clear()
+            self.policies[key] = policy
+        return policy
+
+    def ca_pems(self, account_id: str, ca: AccountCa) -> tuple[list[str], str]:
+        """Return the PEM chain and root of ``ca`` (kept with the cached CA of the account)."""
+        with self.cache_lock:
+            found = self.ca_pem_cache.get(account_id)
+        if found is not None and found[0] is ca:
+            return found[1], found[2]
+        chain, root = ca.chain_pem(), ca.root_pem()
+        with self.cache_lock:
+            self.ca_pem_cache[account_id] = (ca, chain, root)
+        return chain, root
+
+    def secret_value(self, ctx: ServiceContext, app_id: str, row: SecretRow) -> bytes:
+        """Return the clear value of an app secret, unsealing it only the first time.
+
+        Cached by the sealed value itself (read on every request): a secret set again on any
+        replica is sealed anew (fresh nonce), so its new value is a new key. The clear values
+        stay in this process's memory, like the unsealed CA keys and data keys already do.
+
+        Raises:
+            EvidenceError: The sealed value does not open (``secret.*``).
+        """
+        key = (app_id, row.name, row.sealed_value)
+        with self.cache_lock:
+            found = self.secret_values.get(key)
+        if found is not None:
+            return found
+        value = open_sealed_secret(ctx, app_id, row.name, row.sealed_value)
+        with self.cache_lock:
+            if len(self.secret_values) >= _SECRET_CACHE_SIZE:
+                self.secret_values.clear()
+            self.secret_values[key] = value
+        return value
+
+    def verifier_collateral(
+        self, wire: Collateral, *, key: bytes | None = None
+    ) -> VerifierCollateral:
         """Return the verifier form of supplied collateral (from the cache if it verified before).
 
         Workloads of a platform send the same collateral until it is refreshed; converting it
@@ -219,18 +317,28 @@ class AttestationRuntime:
         verified with it. Collateral that never verified is never cached (an unauthenticated
         caller must not fill the cache). The verification itself still runs for every quote.
 
+        ``key`` is :func:`_collateral_key` of ``wire`` when the caller already computed it.
+
         Raises:
             EvidenceError: A field has the wrong shape (``collateral.malformed``, ``crl.invalid``).
         """
+        if key is None:
+            key = _collateral_key(wire)
         with self.collaterals_lock:
-            found = self.collaterals.get(_collateral_key(wire))
+            found = self.collaterals.get(key)
         if found is not None:
             return found
         return _verifier_collateral(wire)
 
-    def remember_collateral(self, wire: Collateral, converted: VerifierCollateral) -> None:
-        """Cache ``converted`` under the SHA-256 of ``wire`` (call only after it verified)."""
-        key = _collateral_key(wire)
+    def remember_collateral(
+        self, wire: Collateral, converted: VerifierCollateral, *, key: bytes | None = None
+    ) -> None:
+        """Cache ``converted`` under the SHA-256 of ``wire`` (call only after it verified).
+
+        ``key`` is :func:`_collateral_key` of ``wire`` when the caller already computed it.
+        """
+        if key is None:
+            key = _collateral_key(wire)
         with self.collaterals_lock:
             if key not in self.collaterals and len(self.collaterals) >= _COLLATERAL_CACHE_SIZE:
                 self.collaterals.clear()
@@ -338,44 +446,87 @@ def _nonce_hash(nonce: bytes) -> str:
     return hashlib.sha256(b"sanctum-attest-nonce\x00" + nonce).hexdigest()
 
 
+_NONCES: Final = cast("Table", AttestNonce.__table__)
+_INSERT_NONCE: Final = Prepared(
+    insert(_NONCES), column_keys=["nonce_hash", "created_at", "expires_at", "used_at"]
+)
+_CONSUME_NONCE: Final = Prepared(
+    update(_NONCES)
+    .where(
+        _NONCES.c.nonce_hash == bindparam("digest"),
+        _NONCES.c.used_at.is_(None),
+        _NONCES.c.expires_at > bindparam("now"),
+    )
+    .values(used_at=bindparam("mark"))
+)
+_NONCE_STATE: Final = Prepared(
+    select(_NONCES.c.used_at).where(_NONCES.c.nonce_hash == bindparam("digest"))
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PendingChallenge:
+    """A challenge made but not yet stored: its answer and the row that stores its digest."""
+
+    response: ChallengeResponse
+    row: dict[str, Any]
+
+
+def new_challenge(att: AttestationRuntime, now: dt.datetime) -> PendingChallenge:
+    """Make a nonce and its row; it is valid only once :func:`store_challenges` committed it."""
+    nonce = secrets.token_bytes(_NONCE_BYTES)
+    expires = now + dt.timedelta(seconds=att.runtime.settings.attest_nonce_ttl_seconds)
+    row = {"nonce_hash": _nonce_hash(nonce), "created_at": now, "expires_at": expires}
+    return PendingChallenge(ChallengeResponse(nonce=nonce, expires_at=expires), row)
+
+
+def store_challenges(
+    connection: Connection, att: AttestationRuntime, pending: list[PendingChallenge]
+) -> None:
+    """Store the digests of ``pending`` nonces (one ``INSERT``); sweep expired ones at times."""
+    if not pending:
+        return
+    _INSERT_NONCE.execute_many(connection, [{**p.row, "used_at": None} for p in pending])
+    sweeps = [next(att.challenges) % _NONCE_SWEEP_EVERY == 0 for _ in pending]
+    if any(sweeps):
+        latest = max(p.row["created_at"] for p in pending)
+        connection.execute(
+            delete(_NONCES).where(_NONCES.c.expires_at < latest - dt.timedelta(minutes=10))
+        )
+
+
 def issue_challenge(
     session: Session, att: AttestationRuntime, now: dt.datetime
 ) -> ChallengeResponse:
-    """Create and store a single-use nonce."""
-    nonce = secrets.token_bytes(_NONCE_BYTES)
-    expires = now + dt.timedelta(seconds=att.runtime.settings.attest_nonce_ttl_seconds)
-    session.add(AttestNonce(nonce_hash=_nonce_hash(nonce), created_at=now, expires_at=expires))
-    if next(att.challenges) % _NONCE_SWEEP_EVERY == 0:
-        session.execute(
-            delete(AttestNonce).where(AttestNonce.expires_at < now - dt.timedelta(minutes=10))
-        )
-    return ChallengeResponse(nonce=nonce, expires_at=expires)
+    """Create and store a single-use nonce (one Core ``INSERT``; expired ones swept at times)."""
+    pending = new_challenge(att, now)
+    store_challenges(session.connection(), att, [pending])
+    return pending.response
 
 
 def consume_nonce(session: Session, nonce: bytes, now: dt.datetime) -> None:
     """Mark ``nonce`` used, atomically: exactly one caller, on any replica, succeeds.
 
+    One conditional ``UPDATE`` (unused and unexpired); only a refusal reads the row again to
+    say why.
+
     Raises:
         AttestationRefusedError: Unknown, expired or already used (``attest.nonce_invalid``,
             with ``details["reason"]``).
     """
+    _consume_nonce(session.connection(), nonce, now)
+
+
+def _consume_nonce(connection: Connection, nonce: bytes, now: dt.datetime) -> None:
+    """Do :func:`consume_nonce` on ``connection`` (the session's, already looked up)."""
     digest = _nonce_hash(nonce)
-    result = session.execute(
-        update(AttestNonce)
-        .where(
-            AttestNonce.nonce_hash == digest,
-            AttestNonce.used_at.is_(None),
-            AttestNonce.expires_at > now,
-        )
-        .values(used_at=now)
-        .execution_options(synchronize_session=False)
-    )
-    if getattr(result, "rowcount", 0) == 1:
+    if _CONSUME_NONCE.execute(connection, {"digest": digest, "now": now, "mark": now}) == 1:
         return
-    row = session.get(AttestNonce, digest)
+    rows = _NONCE_STATE.rows(connection, {"digest": digest})
+    row = rows[0] if rows else None
     if row is None:
         reason, message = "unknown", "the nonce was not issued by this manager"
-    elif row.used_at is not None:
+    elif row[0] is not None:
         reason, message = "replayed", "the nonce was already used (a replay)"
     else:
         reason, message = "expired", "the nonce has expired; ask for a new challenge"
@@ -466,13 +617,37 @@ def verify_for_account(
         EvidenceError: The quote does not verify (``quote.*``, ``pck.*``, ``tcb.*``...).
         UnavailableError: The collateral source could not answer.
     """
+    return _verify_for(
+        att,
+        account.name,
+        quote,
+        collateral,
+        now=now,
+        allow_expired_collateral=allow_expired_collateral,
+        min_tcb_evaluation_data_number=min_tcb_evaluation_data_number,
+    )
+
+
+def _verify_for(
+    att: AttestationRuntime,
+    account_name: str,
+    quote: bytes,
+    collateral: Collateral | None,
+    *,
+    now: dt.datetime,
+    allow_expired_collateral: bool,
+    min_tcb_evaluation_data_number: int | None,
+) -> VerifiedQuote:
     if collateral is not None and att.collateral_source is not None:
         supplied_kind = att.anchor_kind(collateral.tcb_info_issuer_chain)
         if supplied_kind not in {"simulated", "simulated_untrusted"}:
             _log.debug("ignoring collateral sent with a quote: the manager has its own source")
             collateral = None
+    collateral_key = None
     if collateral is not None:
-        verifier_collateral = att.verifier_collateral(collateral)
+        # Hashed once: the same key finds the cached conversion and, once verified, stores it.
+        collateral_key = _collateral_key(collateral)
+        verifier_collateral = att.verifier_collateral(collateral, key=collateral_key)
     elif att.collateral_source is not None:
         verifier_collateral = att.collateral_source.for_quote(parse_quote(quote), now=now)
     else:
@@ -490,9 +665,9 @@ def verify_for_account(
                 code="attest.simulated_not_allowed",
                 hint="simulated evidence needs simulation_enabled and the matching simulation PKI",
             )
-        if not att.simulation_allowed_for(account.name):
+        if not att.simulation_allowed_for(account_name):
             raise AttestationRefusedError(
-                f"simulated evidence is not enabled for the account {account.name!r}",
+                f"simulated evidence is not enabled for the account {account_name!r}",
                 code="attest.simulated_not_allowed",
                 hint="list the account in the manager setting simulation_accounts",
             )
@@ -512,7 +687,7 @@ def verify_for_account(
                 code="attest.collateral_stale",
                 hint="send current collateral (refresh it from the PCS or PCCS)",
             )
-        att.remember_collateral(collateral, verifier_collateral)
+        att.remember_collateral(collateral, verifier_collateral, key=collateral_key)
     return verified
 
 
@@ -620,7 +795,14 @@ def attest(ctx: ServiceContext, att: AttestationRuntime, body: AttestRequest) ->
     """Run the whole attestation for ``body``; issue only if every check passes.
 
     The nonce is consumed first, in the caller's transaction, so that it stays used even when
-    the attempt is refused; everything issued happens in a savepoint that a refusal rolls back.
+    the attempt is refused. Every check runs before the first write, and the writes (the
+    certificate record, the instance, the audit entry) come last, so a refusal has written
+    nothing but the used nonce. Only an app with encrypted directories (whose keys may be
+    created while sealing them) runs inside a savepoint that a refusal rolls back.
+
+    The database work is a handful of prepared statements (:class:`~sanctum.manager.db.Prepared`)
+    on the session's connection (ADR 0085): the app with its account, the nonce, the builds
+    with the quote's measurement, the approved domains, the secrets, then the writes.
 
     Raises:
         RateLimitedError: Too many attempts from this address (``attest.rate_limited``).
@@ -632,28 +814,39 @@ def attest(ctx: ServiceContext, att: AttestationRuntime, body: AttestRequest) ->
     """
     started = time.perf_counter()
     att.limiter.take(ctx.source_address or "unknown", ctx.now)
-    app = resolve_app(ctx.session, body.app)
+    # The session's connection, looked up once (a savepoint keeps using the same connection).
+    connection = ctx.session.connection()
+    app = resolve_app_row(connection, body.app)
     ctx.extras["app"] = app
-    consume_nonce(ctx.session, body.nonce, ctx.now)
-    with ctx.session.begin_nested():
-        issued = _attest_checked(ctx, att, app, body)
+    _consume_nonce(connection, body.nonce, ctx.now)
+    if app.encrypted_dirs:
+        with ctx.session.begin_nested():
+            issued = _attest_checked(ctx, att, app, body, connection)
+    else:
+        issued = _attest_checked(ctx, att, app, body, connection)
     att.metrics.count("attest", "accepted", "ok")
-    att.metrics.duration.labels("attest").observe(time.perf_counter() - started)
+    att.metrics.observe_duration("attest", time.perf_counter() - started)
     return issued.response
 
 
+def _measurement(verified: VerifiedQuote) -> bytes:
+    identity = verified.identity
+    return identity.mrenclave if isinstance(identity, SgxEnclaveIdentity) else identity.mr_td
+
+
 def _attest_checked(
-    ctx: ServiceContext, att: AttestationRuntime, app: App, body: AttestRequest
+    ctx: ServiceContext,
+    att: AttestationRuntime,
+    app: AppRow,
+    body: AttestRequest,
+    connection: Connection,
 ) -> _Issued:
-    account = ctx.session.get(Account, app.account_id)
-    if account is None:  # pragma: no cover (foreign key)
-        raise AttestationRefusedError("the app's account is gone", code="attest.app_unknown")
-    policy = app_policy(app)
+    policy = att.policy_for(app)
     csr = load_csr(body.csr)
     public_key = csr.public_key()
-    verified = verify_for_account(
+    verified = _verify_for(
         att,
-        account,
+        app.account_name,
         body.quote,
         body.collateral,
         now=ctx.now,
@@ -661,7 +854,20 @@ def _attest_checked(
         min_tcb_evaluation_data_number=policy.min_tcb_evaluation_data_number,
     )
     check_binding(verified.report_data, body.nonce, spki_der(public_key))
-    appraisal = _appraise(ctx, app, policy, verified)
+    allowlisted, revoked = builds_matching(
+        connection, app.id, _measurement(verified), simulated=verified.simulated
+    )
+    appraisal = evaluate(
+        policy,
+        verified,
+        allowlisted_builds=allowlisted,
+        revoked_builds=revoked,
+        node_registered=(
+            _node_registered(ctx, app.account_id, verified)
+            if policy.require_registered_node
+            else None
+        ),
+    )
     appraisal.raise_if_refused()
     build = appraisal.build
     if build is None:  # pragma: no cover (an accepted appraisal has a build)
@@ -673,7 +879,7 @@ def _attest_checked(
             f"the CSR key is {_key_type(public_key)}; the app's certificates use {wanted}",
             code="attest.key_type_mismatch",
         )
-    approved = approved_domains(ctx, app.id)
+    approved = approved_domain_names(connection, app.id)
     requested = _requested_sans(csr)
     domains = _domain_check(requested, approved)
     if domains.outcome == "fail":
@@ -685,6 +891,7 @@ def _attest_checked(
     crl_url = None
     if att.runtime.settings.public_url:
         crl_url = f"{att.issuer}/v1/accounts/{app.account_id}/ca/crl"
+    claims = attestation_claims(verified)
     certificate = issue_workload_certificate(
         ca,
         csr,
@@ -692,46 +899,23 @@ def _attest_checked(
         sans=sans,
         validity=dt.timedelta(seconds=int(config.get("validity_seconds", 86400))),
         serial=serial,
-        attestation=attestation_claims(verified),
+        attestation=claims,
         now=ctx.now,
         crl_url=crl_url,
     )
-    record_certificate(
-        ctx,
-        app.account_id,
-        certificate,
-        sans=sans,
-        app_id=app.id,
-        build_id=build.id,
-        instance=body.instance,
-    )
+    certificate_pem = certificate.public_bytes(serialization.Encoding.PEM).decode("ascii")
     context = SealingContext(manager_id=att.issuer, app=body.app, build=build.id, nonce=body.nonce)
     info = context.info()
-    rows = ctx.session.scalars(
-        select(AppSecret).where(AppSecret.app_id == app.id).order_by(AppSecret.name)
-    ).all()
-    sealed: list[SealedSecret] = []
-    for row in rows:
-        box = seal(
-            public_key,
-            open_secret(ctx, row),
-            info=info,
-            aad=secret_aad(name=row.name, delivery=row.delivery, target=row.target),
-        )
-        target: dict[str, str] = (
-            {"path": row.target} if row.delivery == "file" else {"env_name": row.target}
-        )
-        sealed.append(
-            SealedSecret.model_validate(
-                {
-                    "name": row.name,
-                    "delivery": row.delivery,
-                    **target,
-                    "box": SealedBoxWire.from_box(box),
-                }
-            )
-        )
-    sealed_dir_keys = seal_dir_keys(ctx, app, build.id, public_key, info=info)
+    sealed = [
+        _sealed_secret(row, public_key, att.secret_value(ctx, app.id, row), info)
+        for row in secret_rows(connection, app.id)
+    ]
+    sealed_dir_keys = []
+    if app.encrypted_dirs:
+        orm_app = ctx.session.get(App, app.id)
+        if orm_app is None:  # pragma: no cover (deleted in a concurrent transaction)
+            raise NotFoundError(f"no app {body.app!r}", code="attest.app_unknown")
+        sealed_dir_keys = seal_dir_keys(ctx, orm_app, build.id, public_key, info=info)
     token = issue_ear(
         att.ear_keys,
         workload_result(
@@ -747,15 +931,29 @@ def _attest_checked(
         ttl=dt.timedelta(seconds=att.runtime.settings.attest_token_ttl_seconds),
         token_id=uuid.uuid4().hex,
     )
+    # The writes, last: nothing above wrote anything (but the used nonce).
+    serial_text = serial_hex(serial)
+    insert_certificate_record(
+        connection,
+        app.account_id,
+        certificate,
+        pem=certificate_pem,
+        sans=sans,
+        now=ctx.now,
+        app_id=app.id,
+        build_id=build.id,
+        instance=body.instance,
+    )
     if body.instance is not None:
-        _record_instance(ctx, app, build.id, body.instance, serial_hex(serial))
-    claims = attestation_claims(verified)
-    audit(
+        _record_instance(
+            ctx, connection, app=app, build_id=build.id, instance=body.instance, serial=serial_text
+        )
+    append(
         ctx,
         "attestation.accepted",
         account_id=app.account_id,
         target_type="certificate",
-        target_id=serial_hex(serial),
+        target_id=serial_text,
         details={
             "app_id": app.id,
             "build_id": build.id,
@@ -771,45 +969,91 @@ def _attest_checked(
             "ear_status": appraisal.vector.status(),
         },
     )
+    chain, root = att.ca_pems(app.account_id, ca)
     response = AttestResponse(
-        certificate=certificate.public_bytes(serialization.Encoding.PEM).decode("ascii"),
-        chain=ca.chain_pem(),
-        ca=ca.root_pem(),
+        certificate=certificate_pem,
+        chain=chain,
+        ca=root,
         sealing=context,
         sealed_secrets=sealed,
         sealed_dir_keys=sealed_dir_keys,
         token=token,
         expires_at=certificate.not_valid_after_utc,
     )
-    return _Issued(response, serial_hex(serial), build.id)
+    return _Issued(response, serial_text, build.id)
+
+
+def _sealed_secret(
+    row: SecretRow, public_key: CertificatePublicKeyTypes, value: bytes, info: bytes
+) -> SealedSecret:
+    box = seal(
+        public_key,
+        value,
+        info=info,
+        aad=secret_aad(name=row.name, delivery=row.delivery, target=row.target),
+    )
+    target: dict[str, str] = (
+        {"path": row.target} if row.delivery == "file" else {"env_name": row.target}
+    )
+    return SealedSecret.model_validate(
+        {
+            "name": row.name,
+            "delivery": row.delivery,
+            **target,
+            "box": SealedBoxWire.from_box(box),
+        }
+    )
+
+
+_INSTANCES: Final = cast("Table", WorkloadInstance.__table__)
+
+
+def _instance_upsert(dialect: Any) -> Prepared:
+    statement = dialect.insert(_INSTANCES)
+    return Prepared(
+        statement.on_conflict_do_update(
+            index_elements=[_INSTANCES.c.app_id, _INSTANCES.c.instance],
+            set_={
+                "build_id": statement.excluded.build_id,
+                "certificate_serial": statement.excluded.certificate_serial,
+                "attestations": _INSTANCES.c.attestations + 1,
+                "last_seen_at": statement.excluded.last_seen_at,
+            },
+        ),
+        column_keys=[column.key for column in _INSTANCES.c],
+    )
+
+
+_UPSERT_INSTANCE: Final = {
+    "postgresql": _instance_upsert(postgresql),
+    "sqlite": _instance_upsert(sqlite),
+}
 
 
 def _record_instance(
-    ctx: ServiceContext, app: App, build_id: str, instance: str, serial: str
+    ctx: ServiceContext,
+    connection: Connection,
+    *,
+    app: AppRow,
+    build_id: str,
+    instance: str,
+    serial: str,
 ) -> None:
-    row = ctx.session.scalars(
-        select(WorkloadInstance)
-        .where(WorkloadInstance.app_id == app.id, WorkloadInstance.instance == instance)
-        .with_for_update()
-    ).first()
-    if row is None:
-        ctx.session.add(
-            WorkloadInstance(
-                account_id=app.account_id,
-                app_id=app.id,
-                instance=instance,
-                build_id=build_id,
-                certificate_serial=serial,
-                attestations=1,
-                first_seen_at=ctx.now,
-                last_seen_at=ctx.now,
-            )
-        )
-        return
-    row.build_id = build_id
-    row.certificate_serial = serial
-    row.attestations += 1
-    row.last_seen_at = ctx.now
+    """Insert or update the instance's row with one upsert (concurrent renewals both count)."""
+    _UPSERT_INSTANCE[connection.dialect.name].execute(
+        connection,
+        {
+            "id": new_id(),
+            "account_id": app.account_id,
+            "app_id": app.id,
+            "instance": instance,
+            "build_id": build_id,
+            "certificate_serial": serial,
+            "attestations": 1,
+            "first_seen_at": ctx.now,
+            "last_seen_at": ctx.now,
+        },
+    )
 
 
 def record_refusal(
@@ -828,13 +1072,13 @@ def record_refusal(
     if isinstance(error, RateLimitedError):
         return
     app = ctx.extras.get("app")
-    account_id = app.account_id if isinstance(app, App) else None
+    account_id = app.account_id if isinstance(app, App | AppRow) else None
     audit(
         ctx,
         "attestation.refused",
         account_id=account_id,
         target_type="app",
-        target_id=app.id if isinstance(app, App) else app_ref[:320],
+        target_id=app.id if isinstance(app, App | AppRow) else app_ref[:320],
         outcome=Outcome.failure if isinstance(error, UnavailableError) else Outcome.denied,
         severity=Severity.warning,
         details={

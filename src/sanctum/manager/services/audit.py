@@ -29,11 +29,12 @@ from typing import Any, Final, Literal, cast
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from sqlalchemy import Select, Table, event, insert, select, update
+from sqlalchemy import Connection, Select, Table, bindparam, event, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from sanctum.errors import UsageError
+from sanctum.manager.db import Prepared
 from sanctum.manager.models import AuditChainHead, AuditCheckpoint, AuditEntry
 from sanctum.manager.services.context import ServiceContext
 
@@ -47,6 +48,7 @@ __all__ = [
     "ChainReport",
     "Outcome",
     "Severity",
+    "append",
     "audit",
     "audit_failure",
     "entry_hash",
@@ -107,30 +109,44 @@ def _canonical(fields: Mapping[str, Any]) -> bytes:
     return json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+_HASHED: Final = (
+    "chain",
+    "seq",
+    "prev_hash",
+    "time",
+    "account_id",
+    "actor_type",
+    "actor_id",
+    "actor_name",
+    "action",
+    "target_type",
+    "target_id",
+    "outcome",
+    "severity",
+    "request_id",
+    "source_address",
+    "details",
+)
+
+
+def _hashed_values(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Return the hashed fields of an entry given as column values (the one canonical form)."""
+    out = {name: values[name] for name in _HASHED}
+    out["time"] = values["time"].astimezone(dt.UTC).isoformat(timespec="microseconds")
+    return out
+
+
 def _hashed_fields(entry: AuditEntry) -> dict[str, Any]:
-    return {
-        "chain": entry.chain,
-        "seq": entry.seq,
-        "prev_hash": entry.prev_hash,
-        "time": entry.time.astimezone(dt.UTC).isoformat(timespec="microseconds"),
-        "account_id": entry.account_id,
-        "actor_type": entry.actor_type,
-        "actor_id": entry.actor_id,
-        "actor_name": entry.actor_name,
-        "action": entry.action,
-        "target_type": entry.target_type,
-        "target_id": entry.target_id,
-        "outcome": entry.outcome,
-        "severity": entry.severity,
-        "request_id": entry.request_id,
-        "source_address": entry.source_address,
-        "details": entry.details,
-    }
+    return _hashed_values({name: getattr(entry, name) for name in _HASHED})
+
+
+def _hash_of(fields: Mapping[str, Any]) -> str:
+    return hashlib.sha256(b"sanctum-audit-v1\x00" + _canonical(fields)).hexdigest()
 
 
 def entry_hash(entry: AuditEntry) -> str:
     """Return the SHA-256 (hex) that links ``entry`` into its chain."""
-    return hashlib.sha256(b"sanctum-audit-v1\x00" + _canonical(_hashed_fields(entry))).hexdigest()
+    return _hash_of(_hashed_fields(entry))
 
 
 def entry_to_dict(entry: AuditEntry) -> dict[str, Any]:
@@ -141,13 +157,116 @@ def entry_to_dict(entry: AuditEntry) -> dict[str, Any]:
     return out
 
 
-def _ensure_head(session: Session, chain: str, now: dt.datetime) -> None:
+_HEADS: Final = cast("Table", AuditChainHead.__table__)
+_ENTRIES: Final = cast("Table", AuditEntry.__table__)
+# Statements compiled once per dialect and run on the driver (ADR 0085).
+_LOCK_HEAD: Final = Prepared(
+    select(_HEADS.c.seq, _HEADS.c.entry_hash)
+    .where(_HEADS.c.chain == bindparam("chain"))
+    .with_for_update()
+)
+_INSERT_ENTRY: Final = Prepared(
+    insert(_ENTRIES).returning(_ENTRIES.c.id),
+    column_keys=[column.key for column in _ENTRIES.c if column.key != "id"],
+)
+_MOVE_HEAD: Final = Prepared(
+    update(_HEADS)
+    .where(_HEADS.c.chain == bindparam("head_chain"))
+    .values(
+        seq=bindparam("head_seq"),
+        entry_hash=bindparam("head_hash"),
+        updated_at=bindparam("head_updated_at"),
+    )
+)
+
+
+def _ensure_head(connection: Connection, chain: str, now: dt.datetime) -> None:
     values = {"chain": chain, "seq": 0, "entry_hash": GENESIS_HASH, "updated_at": now}
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        session.execute(postgresql.insert(AuditChainHead).values(values).on_conflict_do_nothing())
+    if connection.dialect.name == "postgresql":
+        connection.execute(postgresql.insert(_HEADS).values(values).on_conflict_do_nothing())
     else:
-        session.execute(sqlite.insert(AuditChainHead).values(values).on_conflict_do_nothing())
+        connection.execute(sqlite.insert(_HEADS).values(values).on_conflict_do_nothing())
+
+
+def _append(session: Session, values: dict[str, Any]) -> dict[str, Any]:
+    """Append an entry given as column values (without ``seq``, ``prev_hash``, hash, id).
+
+    Three Core statements on the session's connection, without the ORM's unit of work: lock
+    the chain head, insert the entry, move the head. Returns the public form of the entry
+    (what :func:`entry_to_dict` returns), which is also queued for the audit log stream.
+
+    Raises:
+        ValueError: ``action`` is not ``family.verb`` with a known family (a programming error).
+    """
+    action = values["action"]
+    family, _, verb = action.partition(".")
+    if family not in ACTION_FAMILIES or not verb:
+        msg = f"audit action {action!r} is not family.verb with a known family"
+        raise ValueError(msg)
+    chain = values["chain"]
+    # Flush pending objects first (the entry may name an account created in this transaction).
+    if session.new or session.dirty or session.deleted:
+        session.flush()
+    connection = session.connection()
+    heads = _LOCK_HEAD.rows(connection, {"chain": chain})
+    if not heads:
+        # The first entry of a chain: create its head (or find a concurrent creator's), lock it.
+        _ensure_head(connection, chain, values["time"])
+        heads = _LOCK_HEAD.rows(connection, {"chain": chain})
+    head = heads[0]
+    values["seq"] = int(head[0]) + 1
+    values["prev_hash"] = str(head[1])
+    public = _hashed_values(values)
+    values["entry_hash"] = _hash_of(public)
+    entry_id = _INSERT_ENTRY.rows(connection, values)[0][0]
+    _MOVE_HEAD.execute(
+        connection,
+        {
+            "head_chain": chain,
+            "head_seq": values["seq"],
+            "head_hash": values["entry_hash"],
+            "head_updated_at": values["time"],
+        },
+    )
+    public["id"] = entry_id
+    public["entry_hash"] = values["entry_hash"]
+    session.info.setdefault(_PENDING_KEY, []).append(public)
+    values["id"] = entry_id
+    return public
+
+
+def _values(
+    *,
+    now: dt.datetime,
+    action: str,
+    account_id: str | None,
+    actor_type: str,
+    actor_id: str | None,
+    actor_name: str | None,
+    target_type: str | None,
+    target_id: str | None,
+    outcome: Outcome,
+    severity: Severity,
+    request_id: str | None,
+    source_address: str | None,
+    details: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    return {
+        "chain": account_id or SYSTEM_CHAIN,
+        "time": now,
+        "account_id": account_id,
+        "actor_type": actor_type,
+        "actor_id": actor_id,
+        "actor_name": actor_name,
+        "action": action,
+        "target_type": target_type,
+        "target_id": target_id,
+        "outcome": str(outcome),
+        "severity": str(severity),
+        "request_id": request_id,
+        "source_address": source_address,
+        "details": dict(details or {}),
+    }
 
 
 def record(
@@ -169,55 +288,65 @@ def record(
 ) -> AuditEntry:
     """Append one entry to the chain of ``account_id`` (or the system chain) in this transaction.
 
+    Returns:
+        The entry as written (a detached object: it is not added to the session).
+
     Raises:
         ValueError: ``action`` is not ``family.verb`` with a known family (a programming error).
     """
-    family, _, verb = action.partition(".")
-    if family not in ACTION_FAMILIES or not verb:
-        msg = f"audit action {action!r} is not family.verb with a known family"
-        raise ValueError(msg)
-    chain = account_id or SYSTEM_CHAIN
-    # Flush pending objects first (the entry may name an account created in this transaction);
-    # the append itself is three plain statements: lock the head, insert the entry, move the
-    # head, without the ORM's unit of work.
-    session.flush()
-    heads = cast("Table", AuditChainHead.__table__)
-    locked = select(heads.c.seq, heads.c.entry_hash).where(heads.c.chain == chain).with_for_update()
-    head = session.execute(locked).first()
-    if head is None:
-        # The first entry of a chain: create its head (or find a concurrent creator's), lock it.
-        _ensure_head(session, chain, now)
-        head = session.execute(locked).one()
-    seq, prev_hash = int(head[0]), str(head[1])
-    entry = AuditEntry(
-        chain=chain,
-        seq=seq + 1,
-        prev_hash=prev_hash,
-        time=now,
+    values = _values(
+        now=now,
+        action=action,
         account_id=account_id,
         actor_type=actor_type,
         actor_id=actor_id,
         actor_name=actor_name,
-        action=action,
         target_type=target_type,
         target_id=target_id,
-        outcome=str(outcome),
-        severity=str(severity),
+        outcome=outcome,
+        severity=severity,
         request_id=request_id,
         source_address=source_address,
-        details=dict(details or {}),
+        details=details,
     )
-    entry.entry_hash = entry_hash(entry)
-    entries = cast("Table", AuditEntry.__table__)
-    values = {column.key: getattr(entry, column.key) for column in entries.c if column.key != "id"}
-    entry.id = session.execute(insert(entries).values(values).returning(entries.c.id)).scalar_one()
-    session.execute(
-        update(heads)
-        .where(heads.c.chain == chain)
-        .values(seq=entry.seq, entry_hash=entry.entry_hash, updated_at=now)
+    _append(session, values)
+    return AuditEntry(**values)
+
+
+def append(
+    ctx: ServiceContext,
+    action: str,
+    *,
+    account_id: str | None,
+    target_type: str | None = None,
+    target_id: str | None = None,
+    outcome: Outcome = Outcome.success,
+    severity: Severity = Severity.info,
+    details: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Like :func:`audit`, for hot paths: return the entry's public form, make no ORM object.
+
+    Raises:
+        ValueError: ``action`` is not ``family.verb`` with a known family (a programming error).
+    """
+    return _append(
+        ctx.session,
+        _values(
+            now=ctx.now,
+            action=action,
+            account_id=account_id,
+            actor_type=ctx.actor.type,
+            actor_id=ctx.actor.id,
+            actor_name=ctx.actor.name,
+            target_type=target_type,
+            target_id=target_id,
+            outcome=outcome,
+            severity=severity,
+            request_id=ctx.request_id,
+            source_address=ctx.source_address,
+            details=details,
+        ),
     )
-    session.info.setdefault(_PENDING_KEY, []).append(entry_to_dict(entry))
-    return entry
 
 
 def audit(

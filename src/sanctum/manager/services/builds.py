@@ -10,13 +10,14 @@ it is revoked at once (it appears in the next CRL).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Final, Literal, cast
 
 from pydantic import BaseModel
-from sqlalchemy import select
+from sqlalchemy import Connection, Table, bindparam, select
 from sqlalchemy.exc import IntegrityError
 
 from sanctum.errors import ConflictError, NotFoundError, UsageError
+from sanctum.manager.db import Prepared
 from sanctum.manager.models import Task, TaskStatus
 from sanctum.manager.models_attestation import App, Build, BuildStatus
 from sanctum.manager.policy import BuildRef
@@ -32,6 +33,7 @@ __all__ = [
     "BuildAllowlist",
     "build_ref",
     "builds_for_appraisal",
+    "builds_matching",
     "create_build",
     "get_build",
     "list_builds",
@@ -83,6 +85,53 @@ def builds_for_appraisal(
         if b.status == BuildStatus.allowlisted and (simulated is None or b.simulated == simulated)
     ]
     revoked = [build_ref(b) for b in rows if b.status == BuildStatus.revoked]
+    return allowlisted, revoked
+
+
+_BUILDS: Final = cast("Table", Build.__table__)
+# Pending and rejected builds are skipped below (a measurement has a few rows at most).
+_MATCHING: Final = Prepared(
+    select(
+        _BUILDS.c.id,
+        _BUILDS.c.tee,
+        _BUILDS.c.measurement,
+        _BUILDS.c.signer,
+        _BUILDS.c.rtmrs,
+        _BUILDS.c.status,
+        _BUILDS.c.simulated,
+    ).where(
+        _BUILDS.c.app_id == bindparam("app_id"),
+        _BUILDS.c.measurement == bindparam("measurement"),
+    )
+)
+
+
+def builds_matching(
+    connection: Connection, app_id: str, measurement: bytes, *, simulated: bool
+) -> tuple[list[BuildRef], list[BuildRef]]:
+    """Return the app's allowlisted and revoked builds whose measurement is ``measurement``.
+
+    The attestation hot path's form of :func:`builds_for_appraisal`: builds match a quote only
+    through their measurement (MRENCLAVE or MRTD, stored lowercase hex), so reading only those
+    rows, with one Core statement, gives the appraisal the same answer. Like
+    :func:`builds_for_appraisal`, only builds whose simulated flag is ``simulated`` count as
+    allowlisted, and every revoked build is returned.
+    """
+    rows = _MATCHING.rows(connection, {"app_id": app_id, "measurement": measurement.hex()})
+    allowlisted: list[BuildRef] = []
+    revoked: list[BuildRef] = []
+    for build_id, tee, hex_measurement, signer, rtmrs, status, is_simulated in rows:
+        ref = BuildRef(
+            id=build_id,
+            tee="tdx" if tee == "tdx" else "sgx",
+            measurement=bytes.fromhex(hex_measurement),
+            signer=None if signer is None else bytes.fromhex(signer),
+            rtmrs=tuple(None if r is None else bytes.fromhex(r) for r in rtmrs),
+        )
+        if status == BuildStatus.revoked:
+            revoked.append(ref)
+        elif status == BuildStatus.allowlisted and bool(is_simulated) == simulated:
+            allowlisted.append(ref)
     return allowlisted, revoked
 
 

@@ -16,11 +16,11 @@ from __future__ import annotations
 import datetime as dt
 import threading
 from collections.abc import Sequence
-from typing import Final
+from typing import Final, cast
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from sqlalchemy import select, update
+from sqlalchemy import Connection, Table, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -33,7 +33,8 @@ from sanctum.manager.ca import (
     create_account_ca,
     load_account_ca,
 )
-from sanctum.manager.models import Account
+from sanctum.manager.db import Prepared
+from sanctum.manager.models import Account, new_id
 from sanctum.manager.models_attestation import (
     AccountCaRecord,
     CertificateRecord,
@@ -48,6 +49,7 @@ __all__ = [
     "crl_for",
     "ensure_account_ca",
     "get_certificate",
+    "insert_certificate_record",
     "list_certificates",
     "record_certificate",
     "revoke_certificate",
@@ -197,6 +199,52 @@ def record_certificate(
     )
     ctx.session.add(record)
     return record
+
+
+_CERTIFICATES: Final = cast("Table", CertificateRecord.__table__)
+_INSERT_CERTIFICATE: Final = Prepared(
+    insert(_CERTIFICATES), column_keys=[column.key for column in _CERTIFICATES.c]
+)
+
+
+def insert_certificate_record(
+    connection: Connection,
+    account_id: str,
+    certificate: x509.Certificate,
+    *,
+    pem: str,
+    sans: Sequence[str],
+    now: dt.datetime,
+    app_id: str | None = None,
+    build_id: str | None = None,
+    instance: str | None = None,
+) -> None:
+    """Record an issued certificate with one Core ``INSERT`` (the attestation hot path).
+
+    The same row as :func:`record_certificate` writes, without an ORM object; ``pem`` is the
+    certificate's PEM text (the caller has it already).
+    """
+    _INSERT_CERTIFICATE.execute(
+        connection,
+        {
+            "id": new_id(),
+            "account_id": account_id,
+            "serial": serial_hex(certificate.serial_number),
+            "subject": certificate.subject.rfc4514_string()[:500],
+            "sans": list(sans),
+            "app_id": app_id,
+            "build_id": build_id,
+            "node_id": None,
+            "instance": instance,
+            "not_before": certificate.not_valid_before_utc,
+            "not_after": certificate.not_valid_after_utc,
+            "status": CertificateStatus.active,
+            "revoked_at": None,
+            "revocation_reason": None,
+            "pem": pem,
+            "created_at": now,
+        },
+    )
 
 
 def list_certificates(
