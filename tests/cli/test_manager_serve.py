@@ -230,3 +230,14 @@ def test_rotate_kek_command(tmp_path):
     with pytest.raises(Exception) as refused:
         create_app(settings)
     assert "kek" in str(refused.value)
+
+
+def test_uvicorn_never_rewrites_the_client_address_from_forwarded_headers(tmp_path):
+    # uvicorn trusts X-Forwarded-For from 127.0.0.1 by default; the manager decides itself
+    # (`trust_forwarded_for`), so a local process cannot pick its rate-limit bucket or the
+    # source address of its audit entries.
+    from sanctum.cli.manager import server_config  # noqa: PLC0415
+
+    config = server_config(object(), ManagerSettings(data_dir=tmp_path), {})
+    assert config.proxy_headers is False
+    assert config.server_header is False

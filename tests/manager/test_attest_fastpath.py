@@ -240,3 +240,35 @@ def test_text_log_format_is_the_standard_one(created):
         )
         record.created, record.msecs = at, float(int((at - int(at)) * 1000))
         assert ours.format(record) == standard.format(record)
+
+
+def test_a_refusal_raised_after_the_writes_issues_nothing(kit, bank, monkeypatch):
+    # Every check comes before the writes today; the savepoint keeps it so if a later change
+    # raises a refusal after them: only the used nonce and the refusal entry are committed.
+    import sanctum.manager.services.attestation as service  # noqa: PLC0415
+
+    real_append = service.append
+
+    def failing_append(ctx, action, **kwargs):
+        if action == "attestation.accepted":
+            raise service.AttestationRefusedError("late refusal", code="attest.test_late")
+        return real_append(ctx, action, **kwargs)
+
+    monkeypatch.setattr(service, "append", failing_append)
+    platform, _ = bank
+    response = kit.attest(Workload.make(platform), "bank", instance="pod-9")
+    assert response.status_code == 422, response.text
+    assert response.json()["code"] == "attest.test_late"
+    with kit.harness.runtime.db.transaction() as session:
+        assert session.scalars(select(CertificateRecord)).all() == []
+        assert session.scalars(select(WorkloadInstance)).all() == []
+    assert len(kit.audit_actions("attestation.refused")) == 1
+
+
+def test_challenges_and_attestations_are_never_cached(kit, bank):
+    platform, _ = bank
+    challenge = kit.client.post("/v1/attest/challenge")
+    assert challenge.headers["cache-control"] == "no-store"
+    response = kit.attest(Workload.make(platform), "bank")
+    assert response.status_code == 200, response.text
+    assert response.headers["cache-control"] == "no-store"

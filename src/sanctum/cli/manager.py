@@ -16,12 +16,17 @@ import importlib.util
 import ipaddress
 import logging
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import click
 
 from sanctum.cli._base import SanctumGroup, emit_json, json_option, stderr_console
 from sanctum.errors import UsageError
+
+if TYPE_CHECKING:
+    import uvicorn
+
+    from sanctum.manager.settings import ManagerSettings
 
 __all__ = ["group"]
 
@@ -218,20 +223,34 @@ def serve(
             console.print(f"TLS CA for clients: {files.ca}")
     console.print(f"Sanctum manager on {scheme}://{settings.host}:{settings.port}")
     console.file.flush()  # Standard error is block-buffered when redirected to a file.
+    uvicorn.Server(server_config(app, settings, ssl)).run()
+
+
+def server_config(app: Any, settings: ManagerSettings, ssl: dict[str, Any]) -> uvicorn.Config:
+    """Return the uvicorn configuration ``sanctum manager serve`` runs ``app`` with.
+
+    Raises:
+        TypeError: ``ssl`` holds a keyword uvicorn does not know (a programming error).
+    """
+    import uvicorn  # noqa: PLC0415 (the CLI imports the server only when it serves)
+
     loop, http = server_implementations()
-    uvicorn.Server(
-        uvicorn.Config(
-            app,
-            host=settings.host,
-            port=settings.port,
-            log_config=None,
-            access_log=False,
-            server_header=False,
-            loop=loop,
-            http=http,
-            **ssl,
-        )
-    ).run()
+    return uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        # The app reads X-Forwarded-For itself, and only when `trust_forwarded_for` is set
+        # (rightmost hop). uvicorn's own handling, on by default for connections from
+        # 127.0.0.1, would let any local process choose its rate-limit bucket and the
+        # source address written to the audit log.
+        proxy_headers=False,
+        loop=loop,
+        http=http,
+        **ssl,
+    )
 
 
 def server_implementations() -> tuple[Literal["uvloop", "auto"], Literal["httptools", "auto"]]:

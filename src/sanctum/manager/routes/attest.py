@@ -97,14 +97,20 @@ def workload_context(
     )
 
 
+_NO_STORE: Final = {"cache-control": "no-store"}
+
+
 def _json(model: BaseModel) -> Response:
     """Return ``model`` serialised once, as the route's documented ``response_model``.
 
     The model was validated when the service built it; returning a ``Response`` spares FastAPI
     validating and serialising it a second time (the OpenAPI schema still comes from the
-    route's ``response_model``).
+    route's ``response_model``). Never stored by a cache: answers carry a token, a certificate
+    and sealed secrets, and a nonce is single use.
     """
-    return Response(content=model.model_dump_json(), media_type="application/json")
+    return Response(
+        content=model.model_dump_json(), media_type="application/json", headers=_NO_STORE
+    )
 
 
 def refusal_response(request: Request, error: SanctumError) -> JSONResponse:
@@ -264,7 +270,9 @@ class AttestFastLane:
             await (await _error_response(request, error))(scope, receive, send)
             return
         content = pending.response.model_dump_json().encode()
-        await Response(content, media_type="application/json")(scope, receive, send)
+        await Response(content, media_type="application/json", headers=_NO_STORE)(
+            scope, receive, send
+        )
 
     async def _attest(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope["route"] = self.attest_route
@@ -393,6 +401,13 @@ class _LoopBatch:
                     if not future.done():
                         future.set_exception(error)
                 if not isinstance(error, Exception):
+                    # This task dies: challenges queued meanwhile would wait for a flush that
+                    # never comes, so they get the error too (a later challenge starts a new
+                    # task).
+                    waiting, self.pending = self.pending, []
+                    for _, future in waiting:
+                        if not future.done():
+                            future.set_exception(error)
                     raise
             else:
                 for _, future in batch:

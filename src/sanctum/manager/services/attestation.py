@@ -819,10 +819,10 @@ def attest(ctx: ServiceContext, att: AttestationRuntime, body: AttestRequest) ->
     app = resolve_app_row(connection, body.app)
     ctx.extras["app"] = app
     _consume_nonce(connection, body.nonce, ctx.now)
-    if app.encrypted_dirs:
-        with ctx.session.begin_nested():
-            issued = _attest_checked(ctx, att, app, body, connection)
-    else:
+    # A savepoint around the checks and the writes: a refusal raised after a write (the
+    # account CA created on first use, a key released, a record inserted) commits only the used
+    # nonce and the refusal's audit entry, never half an issuance. It costs two statements.
+    with ctx.session.begin_nested():
         issued = _attest_checked(ctx, att, app, body, connection)
     att.metrics.count("attest", "accepted", "ok")
     att.metrics.observe_duration("attest", time.perf_counter() - started)
