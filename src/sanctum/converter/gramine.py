@@ -83,6 +83,8 @@ _SHORT_ESCAPES: Final = {
     "\f": "\\f",
     "\r": "\\r",
 }
+#: Characters :func:`_toml_string` escapes or refuses; strings without any are written as-is.
+_NEEDS_ESCAPE: Final = re.compile('[\x00-\x1f\x7f"\\\\\ud800-\udfff]')
 
 
 # TOML writer -----------------------------------------------------------------------------------
@@ -94,6 +96,8 @@ def _toml_string(text: str) -> str:
     Raises:
         BuildOptionError: ``text`` holds a lone surrogate (not representable in TOML).
     """
+    if _NEEDS_ESCAPE.search(text) is None:
+        return f'"{text}"'  # The common case (a path, a digest): one pass in C.
     out = ['"']
     for char in text:
         if char in _SHORT_ESCAPES:

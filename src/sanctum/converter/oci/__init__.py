@@ -15,10 +15,10 @@ written byte for byte as read.
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from sanctum.converter.oci.archive import ArchiveSink, ArchiveSource
-from sanctum.converter.oci.copy import CopyProgress, CopyResult, copy_image, transfer_blob
 from sanctum.converter.oci.layout import LayoutSink, LayoutSource
 from sanctum.converter.oci.model import (
     Descriptor,
@@ -28,7 +28,6 @@ from sanctum.converter.oci.model import (
     Manifest,
     Platform,
 )
-from sanctum.converter.oci.oci_archive import OciArchiveSink, OciArchiveSource
 from sanctum.converter.oci.reference import (
     ArchiveReference,
     ImageReference,
@@ -47,6 +46,39 @@ from sanctum.converter.oci.registry import (
     auth_from_docker_config,
 )
 from sanctum.converter.oci.store import BlobReader, ImageSink, ImageSource, MemoryImageStore
+
+if TYPE_CHECKING:
+    from sanctum.converter.oci.archive import ArchiveSink, ArchiveSource
+    from sanctum.converter.oci.copy import CopyProgress, CopyResult, copy_image, transfer_blob
+    from sanctum.converter.oci.oci_archive import OciArchiveSink, OciArchiveSource
+
+#: Names loaded on first use: a registry-to-registry conversion never needs the tarball
+#: stores or the plain copy, so ``sanctum convert`` does not pay for importing them.
+_LAZY: dict[str, str] = {
+    "ArchiveSink": "sanctum.converter.oci.archive",
+    "ArchiveSource": "sanctum.converter.oci.archive",
+    "CopyProgress": "sanctum.converter.oci.copy",
+    "CopyResult": "sanctum.converter.oci.copy",
+    "copy_image": "sanctum.converter.oci.copy",
+    "transfer_blob": "sanctum.converter.oci.copy",
+    "OciArchiveSink": "sanctum.converter.oci.oci_archive",
+    "OciArchiveSource": "sanctum.converter.oci.oci_archive",
+}
+
+
+def __getattr__(name: str) -> object:
+    """Import the module of a lazily loaded name (PEP 562).
+
+    Raises:
+        AttributeError: ``name`` is not part of this package.
+    """
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "ArchiveReference",
@@ -142,7 +174,11 @@ def open_source(
     if isinstance(ref, LayoutReference):
         return LayoutSource(ref)
     if isinstance(ref, OciArchiveReference):
+        from sanctum.converter.oci.oci_archive import OciArchiveSource  # noqa: PLC0415 (lazy)
+
         return OciArchiveSource(ref, workdir=workdir)
+    from sanctum.converter.oci.archive import ArchiveSource  # noqa: PLC0415 (lazy)
+
     return ArchiveSource(ref, workdir=workdir)
 
 
@@ -187,5 +223,9 @@ def open_sink(
     if isinstance(ref, LayoutReference):
         return LayoutSink(ref)
     if isinstance(ref, OciArchiveReference):
+        from sanctum.converter.oci.oci_archive import OciArchiveSink  # noqa: PLC0415 (lazy)
+
         return OciArchiveSink(ref)
+    from sanctum.converter.oci.archive import ArchiveSink  # noqa: PLC0415 (lazy)
+
     return ArchiveSink(ref)
