@@ -313,6 +313,39 @@ def record(
     return AuditEntry(**values)
 
 
+def _context_values(
+    ctx: ServiceContext,
+    action: str,
+    *,
+    account_id: str | None,
+    target_type: str | None,
+    target_id: str | None,
+    outcome: Outcome,
+    severity: Severity,
+    details: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """Return an entry's column values for the context's actor, time, request and source.
+
+    Raises:
+        ValueError: ``action`` is not ``family.verb`` with a known family (a programming error).
+    """
+    return _values(
+        now=ctx.now,
+        action=action,
+        account_id=account_id,
+        actor_type=ctx.actor.type,
+        actor_id=ctx.actor.id,
+        actor_name=ctx.actor.name,
+        target_type=target_type,
+        target_id=target_id,
+        outcome=outcome,
+        severity=severity,
+        request_id=ctx.request_id,
+        source_address=ctx.source_address,
+        details=details,
+    )
+
+
 def append(
     ctx: ServiceContext,
     action: str,
@@ -331,19 +364,14 @@ def append(
     """
     return _append(
         ctx.session,
-        _values(
-            now=ctx.now,
-            action=action,
+        _context_values(
+            ctx,
+            action,
             account_id=account_id,
-            actor_type=ctx.actor.type,
-            actor_id=ctx.actor.id,
-            actor_name=ctx.actor.name,
             target_type=target_type,
             target_id=target_id,
             outcome=outcome,
             severity=severity,
-            request_id=ctx.request_id,
-            source_address=ctx.source_address,
             details=details,
         ),
     )
@@ -360,23 +388,23 @@ def audit(
     severity: Severity = Severity.info,
     details: Mapping[str, Any] | None = None,
 ) -> AuditEntry:
-    """Append an entry for the context's actor, request and source address."""
-    return record(
-        ctx.session,
-        now=ctx.now,
-        action=action,
+    """Append an entry for the context's actor, request and source address.
+
+    Raises:
+        ValueError: ``action`` is not ``family.verb`` with a known family (a programming error).
+    """
+    values = _context_values(
+        ctx,
+        action,
         account_id=account_id,
-        actor_type=ctx.actor.type,
-        actor_id=ctx.actor.id,
-        actor_name=ctx.actor.name,
         target_type=target_type,
         target_id=target_id,
         outcome=outcome,
         severity=severity,
-        request_id=ctx.request_id,
-        source_address=ctx.source_address,
         details=details,
     )
+    _append(ctx.session, values)
+    return AuditEntry(**values)
 
 
 def audit_failure(
