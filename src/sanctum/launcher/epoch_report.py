@@ -113,7 +113,7 @@ def link_poster(link: ManagerLink) -> Poster:
 
     def post(path: str, body: dict[str, Any]) -> bytes:
         # The link's POST maps transport failures and problem documents to typed errors.
-        return bytes(link._post(path, body).content)  # noqa: SLF001
+        return bytes(link.post(path, body).content)
 
     return post
 

@@ -211,7 +211,7 @@ class ManagerLink:
             self._connection.close()
             self._connection = None
 
-    def _post(self, path: str, body: dict[str, Any] | None) -> Response:
+    def post(self, path: str, body: dict[str, Any] | None) -> Response:
         """POST ``body`` as JSON and return the response, mapping failures to typed errors.
 
         Raises:
@@ -268,7 +268,7 @@ class ManagerLink:
             AttestationRefusedError: The manager refuses to issue one.
             EvidenceError: The answer is malformed (``launcher.answer_invalid``).
         """
-        response = self._post("/v1/attest/challenge", None)
+        response = self.post("/v1/attest/challenge", None)
         try:
             return ChallengeResponse.model_validate_json(response.content)
         except ValidationError as error:
@@ -285,7 +285,7 @@ class ManagerLink:
             AttestationRefusedError: The manager refused (its reason code).
             EvidenceError: The answer is malformed (``launcher.answer_invalid``).
         """
-        response = self._post("/v1/attest", request.model_dump(mode="json", exclude_none=True))
+        response = self.post("/v1/attest", request.model_dump(mode="json", exclude_none=True))
         try:
             return AttestResponse.model_validate_json(response.content)
         except ValidationError as error:
