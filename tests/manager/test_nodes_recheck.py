@@ -11,13 +11,18 @@ from dataclasses import dataclass
 import pytest
 from attest_helpers import Kit, Workload, simulation_pki, simulation_settings
 from fastapi.testclient import TestClient
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from conftest import START
 from sanctum.attestation.collateral import Collateral
 from sanctum.attestation.quote import Quote
 from sanctum.errors import UsageError
-from sanctum.manager.models_attestation import Node, NodeStatus
+from sanctum.manager.models_attestation import (
+    CertificateRecord,
+    CertificateStatus,
+    Node,
+    NodeStatus,
+)
 from sanctum.manager.services.node_recheck import (
     NodeRecheckWorker,
     RecheckReport,
@@ -58,6 +63,7 @@ def _recheck(
         source,
         now,
         interval=INTERVAL,
+        runtime=kit.harness.runtime,
         **options,  # type: ignore[arg-type]
     )
 
@@ -210,6 +216,9 @@ def test_concurrent_runs_write_one_set_of_audit_entries(kit):
     flagged = [change.node_id for report in reports for change in report.flagged]
     assert sorted(flagged) == sorted(nodes)
     assert sorted(entry.target_id for entry in kit.audit_actions("node.flagged")) == sorted(nodes)
+    # Each flagged node's certificate was revoked once (ADR 0130).
+    revoked = kit.audit_actions("certificate.revoked")
+    assert sorted(entry.target_id for entry in revoked) == sorted(nodes)
 
 
 def test_forced_runs_racing_write_one_set_of_audit_entries(kit):
@@ -232,6 +241,8 @@ def test_forced_runs_racing_write_one_set_of_audit_entries(kit):
     # The later claim won every node; the other run's writes were refused, not duplicated.
     assert sorted((report.checked, report.lost) for report in reports) == [(0, 3), (3, 0)]
     assert sorted(entry.target_id for entry in kit.audit_actions("node.flagged")) == sorted(nodes)
+    revoked = kit.audit_actions("certificate.revoked")
+    assert sorted(entry.target_id for entry in revoked) == sorted(nodes)
 
 
 def test_a_node_joined_before_the_tcb_was_recorded_is_read_from_its_quote(kit):
@@ -273,7 +284,19 @@ def test_a_rejoin_during_a_run_wins(kit):
 
     report = _recheck(kit, _RejoinMeanwhile(), START + INTERVAL)
     assert (report.checked, report.lost, report.changes) == (0, 1, ())
-    assert _node(kit, node_id).status == NodeStatus.active
+    node = _node(kit, node_id)
+    assert node.status == NodeStatus.active
+    # The lost write revoked nothing: the re-joined node's new certificate stays valid.
+    with kit.harness.runtime.db.transaction() as session:
+        status = session.scalar(
+            select(CertificateRecord.status).where(
+                CertificateRecord.serial == node.certificate_serial
+            )
+        )
+    assert status == CertificateStatus.active
+    assert [entry.details["reason"] for entry in kit.audit_actions("certificate.revoked")] == [
+        "superseded"
+    ]
 
 
 def test_the_worker_runs_in_the_lifespan(harness_factory, tmp_path):
@@ -319,6 +342,7 @@ def test_the_worker_needs_a_positive_interval_and_a_source(kit):
             trust=rechecker.trust,
             interval=dt.timedelta(0),
             clock=kit.harness.clock.now,
+            runtime=kit.harness.runtime,
         )
     node_id = _join(kit, "node-x", kit.platform("node-x"))
     kit.harness.clock.advance(INTERVAL)

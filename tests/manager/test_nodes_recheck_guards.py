@@ -64,6 +64,7 @@ def _recheck(
         now,
         trust=kit.harness.app.state.node_recheck.trust,
         interval=INTERVAL,
+        runtime=kit.harness.runtime,
         **options,  # type: ignore[arg-type]
     )
 

@@ -20,6 +20,7 @@ from sanctum.manager.node_tcb import (
     NodePolicy,
     platform_tcb_from_quote,
     reappraise_node,
+    refuse_collateral_rollback,
     verify_node_collateral,
 )
 from sanctum.platforms.simulated import (
@@ -302,3 +303,44 @@ def test_a_damaged_record_is_refused_not_misread(field, value):
         code = None
         assert parsed.to_json() == written
     assert code in {None, "node.tcb_malformed"}
+
+
+def test_an_older_qe_identity_than_the_node_was_judged_with_is_refused(pki, anchor):
+    recorded = _recorded(pki, anchor)
+    fresh = _fresh(pki, anchor, tcb=TcbDial.OUT_OF_DATE)
+    assert fresh.qe_identity.tcb_evaluation_data_number == 1
+    with pytest.raises(UnavailableError) as raised:
+        reappraise_node(recorded, fresh, ALLOW, now=LATER, highest_qe_tcb_evaluation_data_number=2)
+    assert raised.value.code == "collateral.rollback"
+    assert raised.value.details["part"] == "qe_identity"
+    assert "QE identity" in raised.value.message
+    result = reappraise_node(
+        recorded,
+        fresh,
+        ALLOW,
+        now=LATER,
+        highest_tcb_evaluation_data_number=1,
+        highest_qe_tcb_evaluation_data_number=1,
+    )
+    assert (result.tcb_evaluation_data_number, result.qe_tcb_evaluation_data_number) == (1, 1)
+    assert result.status == TcbStatus.OUT_OF_DATE
+
+
+@pytest.mark.parametrize(
+    ("tcb", "qe", "highest_tcb", "highest_qe", "part"),
+    [
+        (3, 3, None, None, None),
+        (3, 3, 3, 3, None),
+        (4, 2, 3, None, None),
+        (2, 9, 3, 1, "tcb_info"),
+        (5, 2, 3, 3, "qe_identity"),
+        (2, 2, 3, 3, "tcb_info"),  # The TCB info is named first.
+    ],
+)
+def test_refuse_collateral_rollback(tcb, qe, highest_tcb, highest_qe, part):
+    if part is None:
+        refuse_collateral_rollback(tcb, qe, highest_tcb=highest_tcb, highest_qe=highest_qe)
+        return
+    with pytest.raises(UnavailableError) as raised:
+        refuse_collateral_rollback(tcb, qe, highest_tcb=highest_tcb, highest_qe=highest_qe)
+    assert (raised.value.code, raised.value.details["part"]) == ("collateral.rollback", part)

@@ -33,6 +33,9 @@ quote of an attestation key) and cheap lookups. Validity windows, revocation, th
 binding, the QE report data binding, the QE identity policy and every quote-specific check run on
 every call.
 
+Steps 3 to 5 and 12 are the collateral verification shared with the node re-check
+(:mod:`sanctum.attestation.collateral_verify`): one implementation, the same codes.
+
 Without a cache, :func:`verify_quote` verifies every signature on every call; it only shares
 the *decoding* of byte-identical inputs through small bounded memos
 (:mod:`sanctum.attestation._memo`, ``docs/adr/0022-parse-memos.md``).
@@ -52,20 +55,21 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from sanctum.attestation.cache import CollateralCache
 from sanctum.attestation.chain import (
     PckChain,
-    Validity,
-    VerifiedCrl,
     cert_der,
     cert_point,
     issuer_der,
     load_pem_chain,
     public_key_from_raw,
-    verify_crl,
     verify_pck_chain,
-    verify_pck_crl_issuer_chain,
     verify_raw_signature,
-    verify_tcb_signing_chain,
 )
 from sanctum.attestation.collateral import Collateral
+from sanctum.attestation.collateral_verify import (
+    ValidityWindow,
+    VerifiedCollateral,
+    judge_validity,
+    verify_collateral_signatures,
+)
 from sanctum.attestation.pck import PckExtensions, parse_pck_extensions
 from sanctum.attestation.quote import (
     INTEL_QE_VENDOR_ID,
@@ -91,8 +95,6 @@ from sanctum.attestation.tcb import (
     evaluate_sgx_tcb,
     evaluate_tdx_tcb,
     match_qe_level,
-    parse_qe_identity,
-    parse_tcb_info,
 )
 from sanctum.attestation.trust import TrustAnchor
 from sanctum.errors import EvidenceError, UsageError
@@ -111,55 +113,6 @@ def _fail(code: str, message: str, *, hint: str | None = None) -> EvidenceError:
 
 
 @dataclass(frozen=True, slots=True)
-class _Window:
-    """The intersection of validity windows, kept with the windows for error messages."""
-
-    windows: tuple[Validity, ...]
-    earliest_issue: datetime
-    latest_issue: datetime
-    earliest_expiry: datetime
-
-    @classmethod
-    def of(cls, windows: Sequence[Validity]) -> _Window:
-        """Aggregate ``windows``."""
-        return cls(
-            tuple(windows),
-            min(v.not_before for v in windows),
-            max(v.not_before for v in windows),
-            min(v.not_after for v in windows),
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class _SignedCollateral:
-    """A TCB info or QE identity whose chain and signature were verified."""
-
-    signing_cert: x509.Certificate
-    validity: tuple[Validity, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class _VerifiedCollateral:
-    """Collateral whose every signature was verified under one trust anchor (time not judged).
-
-    Attributes:
-        tcb_info: The parsed TCB info.
-        qe_identity: The parsed QE identity.
-        root_crl: The verified root CA CRL.
-        pck_crl: The verified PCK CRL.
-        pck_crl_issuer_key: Public point of the PCK CRL's issuer (a Platform or Processor CA).
-        validity: Every validity window of the collateral (CRLs, chains, TCB info, QE identity).
-    """
-
-    tcb_info: TcbInfo
-    qe_identity: EnclaveIdentity
-    root_crl: VerifiedCrl
-    pck_crl: VerifiedCrl
-    pck_crl_issuer_key: bytes
-    validity: _Window
-
-
-@dataclass(frozen=True, slots=True)
 class _VerifiedPck:
     """A verified PCK chain with the leaf's parsed extension and public key."""
 
@@ -170,109 +123,7 @@ class _VerifiedPck:
     intermediate_key: bytes
     intermediate_der: bytes
     leaf_issuer_der: bytes
-    validity: _Window
-
-
-def _verify_signed(
-    text: bytes,
-    signature: bytes,
-    chain_pem: str,
-    anchor: TrustAnchor,
-    root_crl: VerifiedCrl,
-    *,
-    family: str,
-    what: str,
-    verified_chains: dict[str, tuple[x509.Certificate, tuple[Validity, ...]]],
-) -> _SignedCollateral:
-    """Verify a TCB signing chain and the signature over the exact signed ``text``.
-
-    ``verified_chains`` remembers chains already verified in this call by their exact PEM text
-    (TCB info and QE identity normally share one), so each is checked once.
-
-    Raises:
-        EvidenceError: ``<family>.chain_invalid``, ``<family>.signature_invalid`` or
-            ``<family>.signing_cert_revoked``.
-    """
-    chain_code = f"{family}.chain_invalid"
-    known = verified_chains.get(chain_pem)
-    if known is None:
-        certs = load_pem_chain(chain_pem, code=chain_code, what=f"{what} issuer chain")
-        known = verify_tcb_signing_chain(
-            certs, anchor, code=chain_code, what=f"{what} issuer chain"
-        )
-        verified_chains[chain_pem] = known
-    signing, validity = known
-    if root_crl.is_revoked(signing):
-        raise _fail(f"{family}.signing_cert_revoked", f"the {what} signing certificate is revoked")
-    key = signing.public_key()
-    if not isinstance(key, ec.EllipticCurvePublicKey):
-        raise _fail(chain_code, f"the {what} signing key is not an ECDSA key")
-    verify_raw_signature(
-        key, signature, text, code=f"{family}.signature_invalid", what=f"{what} signature"
-    )
-    return _SignedCollateral(signing, validity)
-
-
-def _verify_collateral(
-    collateral: Collateral, anchor: TrustAnchor, verified_ca_ders: frozenset[bytes]
-) -> _VerifiedCollateral:
-    """Verify every signature of ``collateral`` under ``anchor`` (steps 3 to 5, time-free).
-
-    ``verified_ca_ders`` are PCK CA certificates already verified under ``anchor`` in this call.
-
-    Raises:
-        EvidenceError: ``crl.invalid``, ``pck.ca_revoked``, ``tcb_info.*``, ``qe_identity.*``.
-    """
-    root_crl = verify_crl(collateral.root_ca_crl, anchor.certificate, "root CA CRL")
-    crl_chain = load_pem_chain(
-        collateral.pck_crl_issuer_chain, code="crl.invalid", what="PCK CRL issuer chain"
-    )
-    crl_issuer, crl_chain_validity = verify_pck_crl_issuer_chain(
-        crl_chain, anchor, verified_ca_ders=verified_ca_ders
-    )
-    if root_crl.is_revoked(crl_issuer):
-        raise _fail("pck.ca_revoked", "the PCK CRL issuer (PCK CA) is revoked by the root CA CRL")
-    pck_crl = verify_crl(collateral.pck_crl, crl_issuer, "PCK CRL")
-    verified_chains: dict[str, tuple[x509.Certificate, tuple[Validity, ...]]] = {}
-    tcb_signed = _verify_signed(
-        collateral.tcb_info_text,
-        collateral.tcb_info_signature,
-        collateral.tcb_info_issuer_chain,
-        anchor,
-        root_crl,
-        family="tcb_info",
-        what="TCB info",
-        verified_chains=verified_chains,
-    )
-    tcb_info = parse_tcb_info(collateral.tcb_info_text)
-    qe_signed = _verify_signed(
-        collateral.qe_identity_text,
-        collateral.qe_identity_signature,
-        collateral.qe_identity_issuer_chain,
-        anchor,
-        root_crl,
-        family="qe_identity",
-        what="QE identity",
-        verified_chains=verified_chains,
-    )
-    qe_identity = parse_qe_identity(collateral.qe_identity_text)
-    validity = (
-        root_crl.validity,
-        pck_crl.validity,
-        *crl_chain_validity,
-        *tcb_signed.validity,
-        Validity("TCB info", tcb_info.issue_date, tcb_info.next_update),
-        *qe_signed.validity,
-        Validity("QE identity", qe_identity.issue_date, qe_identity.next_update),
-    )
-    return _VerifiedCollateral(
-        tcb_info=tcb_info,
-        qe_identity=qe_identity,
-        root_crl=root_crl,
-        pck_crl=pck_crl,
-        pck_crl_issuer_key=cert_point(crl_issuer),
-        validity=_Window.of(validity),
-    )
+    validity: ValidityWindow
 
 
 def _pck_chain_pem(
@@ -322,38 +173,8 @@ def _verify_pck(
         intermediate_key=cert_point(chain.intermediate),
         intermediate_der=cert_der(chain.intermediate),
         leaf_issuer_der=issuer_der(chain.leaf),
-        validity=_Window.of(chain.validity),
+        validity=ValidityWindow.of(chain.validity),
     )
-
-
-def _check_times(
-    parts: Sequence[_Window], now: datetime, allow_expired: bool
-) -> tuple[bool, datetime, datetime, datetime]:
-    """Judge every validity window at ``now`` (QVL: expired when ``now > notAfter``).
-
-    Returns ``(expired, earliest_issue, latest_issue, earliest_expiry)``.
-
-    Raises:
-        EvidenceError: Some window does not contain ``now`` and ``allow_expired`` is false
-            (``collateral.expired``).
-    """
-    earliest_issue = min(part.earliest_issue for part in parts)
-    latest_issue = max(part.latest_issue for part in parts)
-    earliest_expiry = min(part.earliest_expiry for part in parts)
-    # Every window contains `now` exactly when the intersection does.
-    expired = not latest_issue <= now <= earliest_expiry
-    if expired and not allow_expired:
-        for window in (w for part in parts for w in part.windows):
-            if now > window.not_after or now < window.not_before:
-                state = "expired" if now > window.not_after else "is not yet valid"
-                raise _fail(
-                    "collateral.expired",
-                    f"the {window.what} {state} at {now:%Y-%m-%dT%H:%M:%SZ} (valid "
-                    f"{window.not_before:%Y-%m-%dT%H:%M:%SZ} to "
-                    f"{window.not_after:%Y-%m-%dT%H:%M:%SZ})",
-                    hint="fetch fresh collateral from Intel PCS or the PCCS",
-                )
-    return expired, earliest_issue, latest_issue, earliest_expiry
 
 
 def _check_qe_identity(qe: SgxReportBody, identity: EnclaveIdentity) -> None:
@@ -514,15 +335,15 @@ def _run(
             cache.put(pck_key, verified_pck, verified_pck.validity.earliest_expiry)
 
     # Steps 3 to 5: CRLs, TCB info and QE identity (cached by the collateral's content hash).
-    verified: _VerifiedCollateral | None = None
+    verified: VerifiedCollateral | None = None
     collateral_key = ("collateral", trust_anchor.fingerprint, collateral.digest)
     if cache is not None:
         cached_collateral = cache.get(collateral_key, now)
-        if isinstance(cached_collateral, _VerifiedCollateral):
+        if isinstance(cached_collateral, VerifiedCollateral):
             verified = cached_collateral
     if verified is None:
-        verified = _verify_collateral(
-            collateral, trust_anchor, frozenset({verified_pck.intermediate_der})
+        verified = verify_collateral_signatures(
+            collateral, trust_anchor, verified_ca_ders=frozenset({verified_pck.intermediate_der})
         )
         if cache is not None:
             cache.put(collateral_key, verified, verified.validity.earliest_expiry)
@@ -627,8 +448,8 @@ def _run(
     )
 
     # Step 12: every validity window at `now`.
-    expired, earliest_issue, latest_issue, earliest_expiry = _check_times(
-        (verified_pck.validity, verified.validity), now, allow_expired_collateral
+    expired, earliest_issue, latest_issue, earliest_expiry = judge_validity(
+        (verified_pck.validity, verified.validity), now, allow_expired=allow_expired_collateral
     )
 
     # Step 13: TCB evaluation per Intel (a pure function of the collateral and the SVNs, so

@@ -238,6 +238,9 @@ class Node(Base):
     #: The highest ``tcbEvaluationDataNumber`` of the TCB info the node was judged with (join
     #: or re-check): collateral with a lower number is an older issue and is refused.
     tcb_evaluation_data_number: Mapped[int | None] = mapped_column(Integer)
+    #: The highest ``tcbEvaluationDataNumber`` of the QE identity the node was judged with (join
+    #: or re-check): a QE identity with a lower number is an older issue and is refused.
+    qe_tcb_evaluation_data_number: Mapped[int | None] = mapped_column(Integer)
 
 
 class CertificateRecord(Base):

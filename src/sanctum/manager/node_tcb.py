@@ -11,7 +11,9 @@ answers "is this node still acceptable?" without the node, in three pure steps:
    :class:`NodePlatformTcb`; the manager records it at join (its JSON form).
 2. :func:`verify_node_collateral` checks fresh collateral's signatures under a trust anchor
    (root CA CRL, PCK CRL and its issuer chain, the TCB signing chain, the signatures over the
-   exact TCB info and QE identity text) and every validity window at ``now``.
+   exact TCB info and QE identity text) and every validity window at ``now``, with the very
+   verification quote verification uses
+   (:func:`sanctum.attestation.collateral_verify.verify_collateral`).
 3. :func:`reappraise_node` evaluates the recorded TCB against that collateral with the
    attestation package's evaluation (:func:`~sanctum.attestation.tcb.evaluate_sgx_tcb`,
    :func:`~sanctum.attestation.tcb.evaluate_tdx_tcb`: Intel's QVL rules, not re-implemented
@@ -25,24 +27,18 @@ while a platform that *is* judged and found wanting is a returned :class:`NodeRe
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
-from cryptography.hazmat.primitives.asymmetric import ec
-
-from sanctum.attestation.chain import (
-    Validity,
-    VerifiedCrl,
-    load_pem_chain,
-    verify_crl,
-    verify_pck_chain,
-    verify_pck_crl_issuer_chain,
-    verify_raw_signature,
-    verify_tcb_signing_chain,
-)
+from sanctum.attestation.chain import Validity, VerifiedCrl, load_pem_chain, verify_pck_chain
 from sanctum.attestation.collateral import Collateral
+from sanctum.attestation.collateral_verify import (
+    ValidityWindow,
+    judge_validity,
+    verify_collateral,
+)
 from sanctum.attestation.pck import parse_pck_extensions
 from sanctum.attestation.quote import CertificationType, Quote, TdReportBody, TeeType, parse_quote
 from sanctum.attestation.tcb import (
@@ -53,8 +49,6 @@ from sanctum.attestation.tcb import (
     evaluate_sgx_tcb,
     evaluate_tdx_tcb,
     match_qe_level,
-    parse_qe_identity,
-    parse_tcb_info,
 )
 from sanctum.attestation.trust import TrustAnchor
 from sanctum.errors import EvidenceError, UnavailableError, UsageError
@@ -67,6 +61,7 @@ __all__ = [
     "NodeReappraisal",
     "platform_tcb_from_quote",
     "reappraise_node",
+    "refuse_collateral_rollback",
     "verify_node_collateral",
 ]
 
@@ -329,56 +324,6 @@ class NodeCollateral:
     checked_at: datetime
 
 
-def _signed_by_tcb_signer(
-    text: bytes,
-    signature: bytes,
-    chain_pem: str,
-    anchor: TrustAnchor,
-    root_crl: VerifiedCrl,
-    *,
-    family: str,
-    what: str,
-) -> tuple[Validity, ...]:
-    """Check a TCB signing chain, its revocation and the signature over ``text``.
-
-    Raises:
-        EvidenceError: ``<family>.chain_invalid``, ``<family>.signing_cert_revoked`` or
-            ``<family>.signature_invalid``.
-    """
-    code = f"{family}.chain_invalid"
-    certs = load_pem_chain(chain_pem, code=code, what=f"{what} issuer chain")
-    signing, validity = verify_tcb_signing_chain(
-        certs, anchor, code=code, what=f"{what} issuer chain"
-    )
-    if root_crl.is_revoked(signing):
-        raise EvidenceError(
-            f"the {what} signing certificate is revoked", code=f"{family}.signing_cert_revoked"
-        )
-    key = signing.public_key()
-    if not isinstance(key, ec.EllipticCurvePublicKey):
-        raise EvidenceError(f"the {what} signing key is not an ECDSA key", code=code)
-    verify_raw_signature(
-        key, signature, text, code=f"{family}.signature_invalid", what=f"{what} signature"
-    )
-    return validity
-
-
-def _check_windows(windows: Sequence[Validity], now: datetime) -> None:
-    """Refuse collateral with any window not containing ``now`` (QVL's expiry rule).
-
-    Raises:
-        EvidenceError: ``collateral.expired``.
-    """
-    for window in windows:
-        if not window.not_before <= now <= window.not_after:
-            state = "expired" if now > window.not_after else "is not yet valid"
-            raise EvidenceError(
-                f"the {window.what} {state} at {now:%Y-%m-%dT%H:%M:%SZ}",
-                code="collateral.expired",
-                hint="the collateral source serves stale collateral; refresh it",
-            )
-
-
 def _aware(now: datetime) -> datetime:
     """Return ``now`` in UTC.
 
@@ -395,10 +340,13 @@ def verify_node_collateral(
 ) -> NodeCollateral:
     """Verify fresh collateral under ``anchor`` and judge its validity at ``now``.
 
-    Checked: the root CA CRL (signed by the anchor), the PCK CRL issuer chain and the PCK CRL,
-    the TCB signing chain of the TCB info and the QE identity (ending in the anchor, not
-    revoked), their signatures over the exact signed text, and every validity window (CRLs,
-    certificates, ``issueDate``/``nextUpdate``).
+    The attestation package's collateral verification
+    (:func:`~sanctum.attestation.collateral_verify.verify_collateral`, the one quote
+    verification uses): the root CA CRL (signed by the anchor), the PCK CRL issuer chain and
+    the PCK CRL, the TCB signing chain of the TCB info and the QE identity (ending in the
+    anchor, not revoked), their signatures over the exact signed text, and every validity
+    window (CRLs, certificates, ``issueDate``/``nextUpdate``). A revoked PCK CA is not refused
+    here: :func:`reappraise_node` judges it per node (``pck.ca_revoked``).
 
     Raises:
         EvidenceError: A signature, chain or CRL does not verify (``crl.invalid``,
@@ -407,51 +355,13 @@ def verify_node_collateral(
         UsageError: ``now`` is naive.
     """
     now = _aware(now)
-    root_crl = verify_crl(collateral.root_ca_crl, anchor.certificate, "root CA CRL")
-    crl_chain = load_pem_chain(
-        collateral.pck_crl_issuer_chain, code="crl.invalid", what="PCK CRL issuer chain"
-    )
-    # A revoked PCK CA is judged per node (reappraise_node), not refused here.
-    crl_issuer, crl_chain_validity = verify_pck_crl_issuer_chain(crl_chain, anchor)
-    pck_crl = verify_crl(collateral.pck_crl, crl_issuer, "PCK CRL")
-    tcb_validity = _signed_by_tcb_signer(
-        collateral.tcb_info_text,
-        collateral.tcb_info_signature,
-        collateral.tcb_info_issuer_chain,
-        anchor,
-        root_crl,
-        family="tcb_info",
-        what="TCB info",
-    )
-    qe_validity = _signed_by_tcb_signer(
-        collateral.qe_identity_text,
-        collateral.qe_identity_signature,
-        collateral.qe_identity_issuer_chain,
-        anchor,
-        root_crl,
-        family="qe_identity",
-        what="QE identity",
-    )
-    tcb_info = parse_tcb_info(collateral.tcb_info_text)
-    qe_identity = parse_qe_identity(collateral.qe_identity_text)
-    _check_windows(
-        (
-            root_crl.validity,
-            pck_crl.validity,
-            *crl_chain_validity,
-            *tcb_validity,
-            *qe_validity,
-            Validity("TCB info", tcb_info.issue_date, tcb_info.next_update),
-            Validity("QE identity", qe_identity.issue_date, qe_identity.next_update),
-        ),
-        now,
-    )
+    verified = verify_collateral(collateral, anchor, now=now, refuse_revoked_pck_ca=False)
     return NodeCollateral(
-        tcb_info=tcb_info,
-        qe_identity=qe_identity,
-        root_crl=root_crl,
-        pck_crl=pck_crl,
-        simulated=anchor.simulated,
+        tcb_info=verified.tcb_info,
+        qe_identity=verified.qe_identity,
+        root_crl=verified.root_crl,
+        pck_crl=verified.pck_crl,
+        simulated=verified.simulated,
         checked_at=now,
     )
 
@@ -481,6 +391,7 @@ class NodeReappraisal:
         advisory_ids: Sorted unique advisory IDs of the matched levels.
         tcb_date: The earliest tcbDate of the matched levels, or ``None``.
         tcb_evaluation_data_number: Of the TCB info used.
+        qe_tcb_evaluation_data_number: Of the QE identity used.
         acceptable: Whether the node still satisfies the node policy.
         code: Why not (``node.tcb_status_rejected``, ``tcb.not_supported``, ``pck.revoked``,
             ``pck.ca_revoked``, ``attest.simulated_not_allowed``), else ``None``.
@@ -491,6 +402,7 @@ class NodeReappraisal:
     advisory_ids: tuple[str, ...]
     tcb_date: datetime | None
     tcb_evaluation_data_number: int
+    qe_tcb_evaluation_data_number: int
     acceptable: bool
     code: str | None
     reason: str | None
@@ -573,6 +485,50 @@ def _evaluate(platform: NodePlatformTcb, collateral: NodeCollateral) -> TcbEvalu
     )
 
 
+def refuse_collateral_rollback(
+    tcb_evaluation_data_number: int,
+    qe_tcb_evaluation_data_number: int,
+    *,
+    highest_tcb: int | None,
+    highest_qe: int | None,
+) -> None:
+    """Refuse collateral older than what a node was already judged with.
+
+    Intel raises ``tcbEvaluationDataNumber`` with every TCB recovery, in the TCB info and
+    (separately) in the QE identity. A node records the highest number of each it was judged
+    with (at join and by each re-check); collateral with a lower one is an older issue (a
+    lagging or replaying PCCS, or old collateral sent with a join) that could hide a recovery.
+
+    Args:
+        tcb_evaluation_data_number: The TCB info's number.
+        qe_tcb_evaluation_data_number: The QE identity's number.
+        highest_tcb: The highest TCB info number the node was judged with, if any.
+        highest_qe: The highest QE identity number the node was judged with, if any.
+
+    Raises:
+        UnavailableError: Either is lower than recorded (``collateral.rollback``, with the
+            part, the number and the highest seen in ``details``): retry with current
+            collateral.
+    """
+    for part, number, highest in (
+        ("TCB info", tcb_evaluation_data_number, highest_tcb),
+        ("QE identity", qe_tcb_evaluation_data_number, highest_qe),
+    ):
+        if highest is not None and number < highest:
+            raise UnavailableError(
+                f"the {part} has tcbEvaluationDataNumber {number}, older than the {highest} "
+                "the node was already judged with; it could hide a TCB recovery",
+                code="collateral.rollback",
+                hint=f"the collateral is an older issue of the {part}; check the PCCS or "
+                "fetch current collateral",
+                details={
+                    "part": "tcb_info" if part == "TCB info" else "qe_identity",
+                    "tcb_evaluation_data_number": number,
+                    "highest_seen": highest,
+                },
+            )
+
+
 def reappraise_node(
     platform: NodePlatformTcb,
     collateral: NodeCollateral,
@@ -580,6 +536,7 @@ def reappraise_node(
     *,
     now: datetime,
     highest_tcb_evaluation_data_number: int | None = None,
+    highest_qe_tcb_evaluation_data_number: int | None = None,
 ) -> NodeReappraisal:
     """Re-evaluate a node's recorded platform TCB against fresh collateral and the node policy.
 
@@ -595,43 +552,42 @@ def reappraise_node(
             was already judged with, if any. Intel raises the number with every TCB recovery,
             so collateral with a lower one is an older issue (a lagging or replaying PCCS) that
             could hide a recovery: it is refused, and the node is not judged with it.
+        highest_qe_tcb_evaluation_data_number: The same for the QE identity (Intel numbers
+            it separately; an older QE identity could hide a QE TCB recovery).
 
     Raises:
         EvidenceError: The collateral is not for this platform (TEE, FMSPC, PCE ID, PCK CA:
             ``tcb_info.*_mismatch``, ``qe_identity.tee_mismatch``, ``crl.invalid``) or was not
             judged current at ``now`` (``collateral.expired``): the node cannot be judged.
-        UnavailableError: The TCB info is older than the node was already judged with
-            (``collateral.rollback``): retry when the source serves current collateral.
+        UnavailableError: The TCB info or the QE identity is older than the node was already
+            judged with (``collateral.rollback``): retry when the source serves current
+            collateral.
         UsageError: ``now`` is naive.
     """
     now = _aware(now)
     tcb_info, identity = collateral.tcb_info, collateral.qe_identity
-    if (
-        highest_tcb_evaluation_data_number is not None
-        and tcb_info.tcb_evaluation_data_number < highest_tcb_evaluation_data_number
-    ):
-        raise UnavailableError(
-            f"the TCB info has tcbEvaluationDataNumber {tcb_info.tcb_evaluation_data_number}, "
-            f"older than the {highest_tcb_evaluation_data_number} the node was already judged "
-            "with; it could hide a TCB recovery",
-            code="collateral.rollback",
-            hint="the collateral source serves an older issue of the TCB info; check the PCCS",
-            details={
-                "tcb_evaluation_data_number": tcb_info.tcb_evaluation_data_number,
-                "highest_seen": highest_tcb_evaluation_data_number,
-            },
-        )
-    _check_windows(
+    refuse_collateral_rollback(
+        tcb_info.tcb_evaluation_data_number,
+        identity.tcb_evaluation_data_number,
+        highest_tcb=highest_tcb_evaluation_data_number,
+        highest_qe=highest_qe_tcb_evaluation_data_number,
+    )
+    judge_validity(
         (
-            collateral.root_crl.validity,
-            collateral.pck_crl.validity,
-            Validity("TCB info", tcb_info.issue_date, tcb_info.next_update),
-            Validity("QE identity", identity.issue_date, identity.next_update),
+            ValidityWindow.of(
+                (
+                    collateral.root_crl.validity,
+                    collateral.pck_crl.validity,
+                    Validity("TCB info", tcb_info.issue_date, tcb_info.next_update),
+                    Validity("QE identity", identity.issue_date, identity.next_update),
+                )
+            ),
         ),
         now,
     )
     _check_applies(platform, collateral)
-    number = collateral.tcb_info.tcb_evaluation_data_number
+    number = tcb_info.tcb_evaluation_data_number
+    qe_number = identity.tcb_evaluation_data_number
     try:
         evaluation: TcbEvaluation | None = _evaluate(platform, collateral)
         unsupported: EvidenceError | None = None
@@ -649,6 +605,7 @@ def reappraise_node(
             advisory_ids=advisories,
             tcb_date=tcb_date,
             tcb_evaluation_data_number=number,
+            qe_tcb_evaluation_data_number=qe_number,
             acceptable=code is None,
             code=code,
             reason=reason,

@@ -107,6 +107,7 @@ def install_node_recheck(app: FastAPI) -> NodeRechecker:
         ),
         interval=dt.timedelta(seconds=settings.node_recheck_interval_seconds),
         clock=runtime.clock.now,
+        runtime=runtime,
         metrics=NodeRecheckMetrics(app.state.metrics.registry),
     )
     app.state.node_recheck = rechecker

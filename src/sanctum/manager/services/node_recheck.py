@@ -6,7 +6,8 @@ request per platform family (TEE, FMSPC, PCK CA), verifies it (:mod:`sanctum.man
 re-evaluates each node's TCB as recorded at join, and records the outcome:
 
 - a node that is no longer acceptable becomes ``failed`` with its ``flag`` set (the code and a
-  sentence) and a ``node.flagged`` audit entry with the old and new TCB status;
+  sentence) and a ``node.flagged`` audit entry with the old and new TCB status, and its node
+  certificate is revoked (``privilegeWithdrawn``: it appears on the account's CRL);
 - a node whose status or advisories changed but stays acceptable gets a ``node.tcb_changed``
   entry;
 - collateral that cannot be obtained (:class:`~sanctum.errors.UnavailableError`), is a stale
@@ -39,7 +40,7 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any, Final, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -63,13 +64,18 @@ from sanctum.manager.node_tcb import (
     verify_node_collateral,
 )
 from sanctum.manager.services.audit import Outcome, Severity, record
-from sanctum.manager.services.context import Actor
+from sanctum.manager.services.certificates import revoke_where
+from sanctum.manager.services.context import Actor, ServiceContext
 from sanctum.platforms.collateral_source import CollateralSource
 from sanctum.platforms.errors import CollateralUnavailableError
 from sanctum.platforms.pcs import CollateralFetch, pcs_request_for_quote
 from sanctum.platforms.simulated.pki import ROOT_CN as SIMULATED_ROOT_CN
 
+if TYPE_CHECKING:
+    from sanctum.manager.runtime import Runtime
+
 __all__ = [
+    "FLAGGED_NODE_REVOCATION_REASON",
     "NodeChange",
     "NodeRecheckMetrics",
     "NodeRecheckWorker",
@@ -83,6 +89,9 @@ __all__ = [
 ]
 
 _log = logging.getLogger(__name__)
+#: The CRL reason of a flagged node's certificate (RFC 5280 ``privilegeWithdrawn``): the node
+#: is no longer an acceptable platform, which says nothing about its key.
+FLAGGED_NODE_REVOCATION_REASON: Final = "privilegeWithdrawn"
 _FLAG_LIMIT: Final = 200
 _MESSAGE_LIMIT: Final = 500
 #: The worker looks for due nodes at least this often (seconds), whatever the interval.
@@ -379,6 +388,7 @@ class _Claimed:
     platform_tcb: dict[str, Any] | None
     simulated: bool
     tcb_evaluation_data_number: int | None
+    qe_tcb_evaluation_data_number: int | None
 
 
 @dataclass(slots=True)
@@ -437,6 +447,7 @@ def _claim(
                 Node.platform_tcb,
                 Node.simulated,
                 Node.tcb_evaluation_data_number,
+                Node.qe_tcb_evaluation_data_number,
             )
             .join(Account, Account.id == Node.account_id)
             .where(Node.recheck_claim == run_id, Node.status == NodeStatus.active)
@@ -455,6 +466,7 @@ def _claim(
             platform_tcb=row[8],
             simulated=bool(row[9]),
             tcb_evaluation_data_number=row[10],
+            qe_tcb_evaluation_data_number=row[11],
         )
         for row in rows
     ]
@@ -547,6 +559,7 @@ def _appraise_group(
                 policy,
                 now=now,
                 highest_tcb_evaluation_data_number=node.tcb_evaluation_data_number,
+                highest_qe_tcb_evaluation_data_number=node.qe_tcb_evaluation_data_number,
             )
         except (EvidenceError, UnavailableError) as error:
             failures.append(_failure(error, [node], tee=group.tee, fmspc=group.fmspc))
@@ -561,11 +574,15 @@ def _apply(
     now: dt.datetime,
     outcomes: Sequence[_Outcome],
     *,
+    runtime: Runtime,
     actor: Actor,
     request_id: str | None,
     source_address: str | None,
 ) -> tuple[int, list[NodeChange], int]:
     """Write every outcome still held by the run; audit each change once.
+
+    A flagged node's active certificates are revoked in the same transaction
+    (``privilegeWithdrawn``, audited as ``certificate.revoked``).
 
     Returns:
         How many nodes were written, the changes, and how many were lost to another run.
@@ -579,10 +596,12 @@ def _apply(
             advisories = tuple(result.advisory_ids)
             changed = new_status != node.tcb_status or advisories != node.advisory_ids
             number = result.tcb_evaluation_data_number
+            qe_number = result.qe_tcb_evaluation_data_number
             values: dict[str, Any] = {
                 "rechecked_at": now,
                 "recheck_claim": None,
                 "tcb_evaluation_data_number": number,
+                "qe_tcb_evaluation_data_number": qe_number,
             }
             if outcome.backfill is not None:
                 values["platform_tcb"] = outcome.backfill
@@ -608,6 +627,10 @@ def _apply(
                     or_(
                         Node.tcb_evaluation_data_number.is_(None),
                         Node.tcb_evaluation_data_number <= number,
+                    ),
+                    or_(
+                        Node.qe_tcb_evaluation_data_number.is_(None),
+                        Node.qe_tcb_evaluation_data_number <= qe_number,
                     ),
                 )
                 .values(**values)
@@ -635,7 +658,8 @@ def _apply(
             details = {
                 **change.to_dict(),
                 "run_id": run_id,
-                "tcb_evaluation_data_number": result.tcb_evaluation_data_number,
+                "tcb_evaluation_data_number": number,
+                "qe_tcb_evaluation_data_number": qe_number,
             }
             record(
                 session,
@@ -653,6 +677,21 @@ def _apply(
                 source_address=source_address,
                 details=details,
             )
+            if change.flagged:
+                # The node certificate says "an attested, acceptable node"; it no longer is.
+                revoke_where(
+                    ServiceContext(
+                        session=session,
+                        now=now,
+                        actor=actor,
+                        runtime=runtime,
+                        request_id=request_id,
+                        source_address=source_address,
+                    ),
+                    node.account_id,
+                    reason=FLAGGED_NODE_REVOCATION_REASON,
+                    node_id=node.id,
+                )
     return checked, changes, lost
 
 
@@ -663,6 +702,7 @@ def run_node_recheck(
     *,
     trust: RecheckTrust,
     interval: dt.timedelta,
+    runtime: Runtime,
     account_id: str | None = None,
     force: bool = False,
     actor: Actor | None = None,
@@ -680,6 +720,8 @@ def run_node_recheck(
         now: The run's time (timezone-aware).
         trust: The anchors collateral may chain to, and the simulation settings.
         interval: A node is due when it was last claimed this long ago (or never).
+        runtime: The manager's runtime (the context of the certificate revocation of a
+            flagged node).
         account_id: Only this account's nodes (the on-demand route), else every account.
         force: Claim every active node, due or not (an administrator asked).
         actor: Who runs it (the manager itself by default), for the audit entries.
@@ -711,6 +753,7 @@ def run_node_recheck(
             run_id,
             now,
             outcomes,
+            runtime=runtime,
             actor=actor or Actor.system(),
             request_id=request_id,
             source_address=source_address,
@@ -751,6 +794,7 @@ class NodeRecheckWorker:
         trust: RecheckTrust,
         interval: dt.timedelta,
         clock: Callable[[], dt.datetime],
+        runtime: Runtime,
         metrics: NodeRecheckMetrics | None = None,
     ) -> None:
         """Prepare the worker (nothing runs until :meth:`start`).
@@ -765,6 +809,7 @@ class NodeRecheckWorker:
         self.trust = trust
         self.interval = interval
         self.clock = clock
+        self.runtime = runtime
         self.metrics = metrics
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -776,7 +821,12 @@ class NodeRecheckWorker:
             UnavailableError: The database could not be reached.
         """
         report = run_node_recheck(
-            self.sessions, self.source, self.clock(), trust=self.trust, interval=self.interval
+            self.sessions,
+            self.source,
+            self.clock(),
+            trust=self.trust,
+            interval=self.interval,
+            runtime=self.runtime,
         )
         if self.metrics is not None:
             self.metrics.observe(report, "scheduled")
@@ -817,6 +867,7 @@ class NodeRechecker:
         trust: The anchors and the simulation settings.
         interval: The schedule's period; zero disables the schedule (not on-demand runs).
         clock: Returns the current time (the app's clock).
+        runtime: The manager's runtime (revoking a flagged node's certificate).
         metrics: Where runs are counted, if anywhere.
     """
 
@@ -825,6 +876,7 @@ class NodeRechecker:
     trust: RecheckTrust
     interval: dt.timedelta
     clock: Callable[[], dt.datetime]
+    runtime: Runtime
     metrics: NodeRecheckMetrics | None = None
 
     def run_now(
@@ -854,6 +906,7 @@ class NodeRechecker:
             now or self.clock(),
             trust=self.trust,
             interval=self.interval,
+            runtime=self.runtime,
             account_id=account_id,
             force=True,
             actor=actor,
@@ -874,5 +927,6 @@ class NodeRechecker:
             trust=self.trust,
             interval=self.interval,
             clock=self.clock,
+            runtime=self.runtime,
             metrics=self.metrics,
         )

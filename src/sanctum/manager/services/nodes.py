@@ -5,7 +5,9 @@ The node answers a challenge like a workload (its quote binds the nonce and its 
 presents the token; the manager verifies the quote, records the platform (FMSPC, PCK identity,
 TCB status and advisories, simulated or not) and issues the node a certificate. A node can be
 deactivated (its certificate is revoked), re-attest with a new token, and is flagged when its
-platform no longer meets the node policy after a collateral refresh: at join the platform's TCB
+platform no longer meets the node policy after a collateral refresh (a failed or flagged node's
+certificate is revoked too). A re-join is refused (``collateral.rollback``) when its TCB info or
+QE identity is older than the node was already judged with. At join the platform's TCB
 (:class:`~sanctum.manager.node_tcb.NodePlatformTcb`) is recorded so that the re-check
 (:mod:`sanctum.manager.services.node_recheck`) can evaluate it against new TCB info.
 
@@ -39,7 +41,7 @@ from sanctum.manager.ca import issue_workload_certificate, load_csr
 from sanctum.manager.errors import RateLimitedError
 from sanctum.manager.models import Account
 from sanctum.manager.models_attestation import Node, NodeStatus
-from sanctum.manager.node_tcb import platform_tcb_from_quote
+from sanctum.manager.node_tcb import platform_tcb_from_quote, refuse_collateral_rollback
 from sanctum.manager.policy import DEFAULT_ACCEPTED_TCB_STATUSES, attestation_claims
 from sanctum.manager.schemas_attestation import NodeJoin
 from sanctum.manager.services.attestation import (
@@ -55,9 +57,11 @@ from sanctum.manager.services.certificates import (
     serial_hex,
 )
 from sanctum.manager.services.context import ServiceContext
+from sanctum.manager.services.node_recheck import FLAGGED_NODE_REVOCATION_REASON
 from sanctum.protocol.binding import check_binding, spki_der
 
 __all__ = [
+    "FAILED_NODE_REVOCATION_REASON",
     "NODE_CERTIFICATE_VALIDITY",
     "create_node",
     "deactivate_node",
@@ -69,6 +73,9 @@ __all__ = [
 ]
 
 _log = logging.getLogger(__name__)
+#: The CRL reason of a node's certificate when the node fails a join (as when a re-check flags
+#: it): the platform is no longer acceptable.
+FAILED_NODE_REVOCATION_REASON = FLAGGED_NODE_REVOCATION_REASON
 NODE_CERTIFICATE_VALIDITY = dt.timedelta(days=30)
 _TOKEN_PREFIX = "snj_"  # noqa: S105 (a public prefix, not a secret)
 
@@ -205,15 +212,25 @@ def _record_platform(
     node.simulated = verified.simulated
     node.last_quote = body.quote
     node.platform_tcb = _platform_tcb(att, verified, body)
-    # The join judged the platform with this TCB info: a re-check never accepts an older one.
+    # The join judged the platform with this TCB info and QE identity: neither a re-check nor a
+    # later join accepts an older one (join_node refused older ones before this point).
     node.tcb_evaluation_data_number = max(
         node.tcb_evaluation_data_number or 0, verified.tcb_evaluation_data_number
+    )
+    node.qe_tcb_evaluation_data_number = max(
+        node.qe_tcb_evaluation_data_number or 0, verified.qe.tcb_evaluation_data_number
     )
     # The join appraised the platform with current collateral: the next re-check is due one
     # period from now, and a run that claimed the node before must not overwrite this.
     node.recheck_claim = None
     node.recheck_claimed_at = ctx.now
     node.rechecked_at = ctx.now
+
+
+def _fail_node(ctx: ServiceContext, node: Node) -> None:
+    """Mark a node ``failed`` and revoke its certificates (a failed node holds no valid one)."""
+    node.status = NodeStatus.failed
+    revoke_where(ctx, node.account_id, reason=FAILED_NODE_REVOCATION_REASON, node_id=node.id)
 
 
 def join_node(
@@ -231,6 +248,11 @@ def join_node(
         AttestationRefusedError: The platform is refused (``node.tcb_status_rejected``,
             ``attest.simulated_not_allowed``...).
         EvidenceError: The quote, the CSR or the binding is refused.
+        UnavailableError: The collateral's TCB info or QE identity is older than the node was
+            already judged with (``collateral.rollback``; the node is left as it was), or the
+            collateral source could not answer.
+
+    A refused platform or quote makes the node ``failed`` and revokes its certificate.
     """
     node = ctx.session.scalars(
         select(Node).where(Node.join_token_hash == _token_hash(body.token)).with_for_update()
@@ -258,12 +280,20 @@ def join_node(
         )
         check_binding(verified.report_data, body.nonce, spki_der(csr.public_key()))
     except EvidenceError:
-        node.status = NodeStatus.failed
+        _fail_node(ctx, node)
         raise
+    # A re-join (or re-attestation) is judged with collateral at least as new as the node was
+    # already judged with; an older issue is refused before anything about the node changes.
+    refuse_collateral_rollback(
+        verified.tcb_evaluation_data_number,
+        verified.qe.tcb_evaluation_data_number,
+        highest_tcb=node.tcb_evaluation_data_number,
+        highest_qe=node.qe_tcb_evaluation_data_number,
+    )
     _record_platform(ctx, att, node, verified, body)
     problem = _tcb_problem(verified)
     if problem is not None:
-        node.status = NodeStatus.failed
+        _fail_node(ctx, node)
         node.flag = problem
         raise AttestationRefusedError(problem, code="node.tcb_status_rejected")
     with ctx.session.begin_nested():
