@@ -107,6 +107,10 @@ def test_the_join_records_both_evaluation_data_numbers(kit):
     node_id = _joined(kit, "node-n")["node"]["id"]
     node = _node(kit, node_id)
     assert (node.tcb_evaluation_data_number, node.qe_tcb_evaluation_data_number) == (1, 1)
+    shown = kit.client.get(
+        kit.harness.url(f"/nodes/{node_id}"), headers=kit.harness.headers()
+    ).json()
+    assert (shown["tcb_evaluation_data_number"], shown["qe_tcb_evaluation_data_number"]) == (1, 1)
     # A re-join with collateral as new as recorded is accepted.
     again = _join(kit, "node-n", _new_token(kit, node_id))
     assert again.status_code == 200, again.text

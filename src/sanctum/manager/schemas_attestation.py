@@ -379,6 +379,14 @@ class NodePublic(BaseModel):
     advisory_ids: list[str]
     simulated: bool
     flag: str | None
+    tcb_evaluation_data_number: int | None = Field(
+        default=None,
+        description="TCB info evaluation data number the node was last judged with (never lowers)",
+    )
+    qe_tcb_evaluation_data_number: int | None = Field(
+        default=None,
+        description="QE identity evaluation data number the node was last judged with",
+    )
     certificate_serial: str | None
     join_token_expires_at: dt.datetime | None
     created_at: dt.datetime
