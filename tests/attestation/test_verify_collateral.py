@@ -3,18 +3,22 @@
 ``sanctum.attestation.collateral_verify`` is the one implementation of the CRL, chain, signature
 and validity checks: on Intel's real collateral it agrees with :func:`verify_quote` (same
 parsed TCB info and QE identity, same codes for the same tampering), and its two switches
-(``refuse_revoked_pck_ca``, ``allow_expired``) behave as documented.
+(``unsafe_report_revoked_pck_ca``, ``allow_expired``) behave as documented.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from datetime import UTC, datetime, timedelta
 from functools import cache
 
 import pytest
 from _dcap_cases import ACCEPTED, collateral, intel, quote_bytes, verify_time
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
+from sanctum.attestation import collateral_verify
 from sanctum.attestation.collateral import Collateral, load_collateral_bundle
 from sanctum.attestation.collateral_verify import (
     ValidityWindow,
@@ -154,10 +158,10 @@ def test_revocations_in_the_collateral():
     assert _code(verify_collateral, revoked_ca, _anchor(), now=NOW) == "pck.ca_revoked"
     assert _code(verify_collateral_signatures, revoked_ca, _anchor()) == "pck.ca_revoked"
     # ... a caller that judges each platform's CA itself gets the fact instead.
-    reported = verify_collateral(revoked_ca, _anchor(), now=NOW, refuse_revoked_pck_ca=False)
+    reported = verify_collateral(revoked_ca, _anchor(), now=NOW, unsafe_report_revoked_pck_ca=True)
     assert reported.pck_crl_issuer_revoked is True
     current = verify_collateral(
-        _platform().collateral(now=NOW), _anchor(), now=NOW, refuse_revoked_pck_ca=False
+        _platform().collateral(now=NOW), _anchor(), now=NOW, unsafe_report_revoked_pck_ca=True
     )
     assert current.pck_crl_issuer_revoked is False
 
@@ -210,3 +214,58 @@ def test_the_node_check_has_no_copy_of_its_own():
     for private in ("_signed_by_tcb_signer", "_check_windows"):
         assert not hasattr(node_tcb, private)
     assert node_tcb.verify_collateral is verify_collateral
+
+
+def _forged_pck_crl_issuer(base: Collateral) -> tuple[Collateral, bytes]:
+    """Return ``base`` with the PCK CRL issuer (PCK CA) certificate's signature broken."""
+    ca, root = x509.load_pem_x509_certificates(base.pck_crl_issuer_chain.encode("ascii"))
+    der = ca.public_bytes(serialization.Encoding.DER)
+    forged = x509.load_der_x509_certificate(_flip(der, len(der) - 3))
+    chain = b"".join(
+        cert.public_bytes(serialization.Encoding.PEM) for cert in (forged, root)
+    ).decode("ascii")
+    return dataclasses.replace(base, pck_crl_issuer_chain=chain), forged.public_bytes(
+        serialization.Encoding.DER
+    )
+
+
+def test_no_public_caller_can_skip_the_pck_crl_issuer_signature():
+    changed, forged_der = _forged_pck_crl_issuer(_platform().collateral(now=NOW))
+    assert _code(verify_collateral_signatures, changed, _anchor()) == "crl.invalid"
+    assert _code(verify_collateral, changed, _anchor(), now=NOW) == "crl.invalid"
+    # The public functions take no "already verified" certificates: nothing skips the check.
+    for call in (verify_collateral_signatures, verify_collateral):
+        assert "verified_ca_ders" not in inspect.signature(call).parameters
+        assert "verified_pck_ca_der" not in inspect.signature(call).parameters
+    with pytest.raises(TypeError):
+        verify_collateral_signatures(  # type: ignore[call-arg]
+            changed, _anchor(), verified_ca_ders=frozenset({forged_der})
+        )
+    # The quote verifier's private form skips only the CA its own PCK chain verified; any other
+    # DER (here the forged one, not the quote's CA) is checked in full.
+    genuine = x509.load_pem_x509_certificates(
+        _platform().collateral(now=NOW).pck_crl_issuer_chain.encode("ascii")
+    )[0].public_bytes(serialization.Encoding.DER)
+    assert (
+        _code(
+            collateral_verify._verify_collateral_signatures,
+            changed,
+            _anchor(),
+            verified_pck_ca_der=genuine,
+            report_revoked_pck_ca=False,
+        )
+        == "crl.invalid"
+    )
+    # A quote whose PCK chain is intact, sent with the forged issuer chain, is refused.
+    platform = _platform()
+    quote = platform.quote(bytes(64))
+    assert _code(verify_quote, quote, changed, trust_anchor=_anchor(), now=NOW) == "crl.invalid"
+
+
+def test_the_revoked_pck_ca_switch_is_named_unsafe():
+    for call in (verify_collateral_signatures, verify_collateral):
+        parameters = inspect.signature(call).parameters
+        assert "refuse_revoked_pck_ca" not in parameters
+        assert parameters["unsafe_report_revoked_pck_ca"].default is False
+    revoked_ca = _platform(revoked_pck_ca=True).collateral(now=NOW)
+    assert _code(verify_collateral, revoked_ca, _anchor(), now=NOW) == "pck.ca_revoked"

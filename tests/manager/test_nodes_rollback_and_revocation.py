@@ -4,8 +4,10 @@ revoked onto the account's CRL (read with cryptography and ``openssl crl``)."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import subprocess
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -14,12 +16,14 @@ from cryptography import x509
 from sqlalchemy import select, update
 
 from conftest import START
+from sanctum.attestation.collateral import Collateral
 from sanctum.manager.models_attestation import (
     CertificateRecord,
     CertificateStatus,
     Node,
     NodeStatus,
 )
+from sanctum.manager.services.attestation import wire_collateral
 from sanctum.manager.services.node_recheck import RecheckReport, run_node_recheck
 from sanctum.platforms.collateral_source import SimulatedCollateralSource
 from sanctum.platforms.simulated import TcbDial
@@ -149,6 +153,172 @@ def test_a_rejoin_with_older_collateral_is_refused(kit, column, part):
     assert [record.status for record in _certificates(kit, node_id)] == [CertificateStatus.active]
     assert kit.audit_actions("node.join_refused")[-1].details["code"] == "collateral.rollback"
     assert not kit.audit_actions("certificate.revoked")
+
+
+# --- The join checks its collateral before judging the node (ADR 0131) ----------------------
+
+
+@dataclass(frozen=True)
+class _Source:
+    """The manager's collateral source, answering with one fixed collateral."""
+
+    collateral: Collateral
+
+    def for_quote(self, quote: Any, *, now: dt.datetime) -> Collateral:  # noqa: ARG002
+        return self.collateral
+
+
+def _join_with(
+    kit: Kit, name: str, token: str, collateral: Collateral | None, **options: Any
+) -> Any:
+    """Join with ``collateral`` sent by the node (``None``: none, the manager's source's)."""
+    request = Workload.make(kit.platform(name, **options)).request("node", kit.challenge())
+    body = {key: request[key] for key in ("quote", "csr", "nonce")}
+    if collateral is not None:
+        body["collateral"] = wire_collateral(collateral).model_dump(mode="json")
+    return kit.client.post("/v1/nodes/join", json={"token": token, **body})
+
+
+def _broken_tcb_info_signature(collateral: Collateral) -> Collateral:
+    signature = collateral.tcb_info_signature
+    return dataclasses.replace(
+        collateral, tcb_info_signature=signature[:5] + bytes([signature[5] ^ 1]) + signature[6:]
+    )
+
+
+def _assert_unchanged(kit: Kit, node_id: str, serial: str, before: Node) -> None:
+    """The refused join left the node as it was: not judged, nothing revoked or issued."""
+    after = _node(kit, node_id)
+    assert (after.status, after.tcb_status, after.flag, after.advisory_ids) == (
+        before.status,
+        before.tcb_status,
+        before.flag,
+        before.advisory_ids,
+    )
+    assert (after.tcb_evaluation_data_number, after.qe_tcb_evaluation_data_number) == (
+        before.tcb_evaluation_data_number,
+        before.qe_tcb_evaluation_data_number,
+    )
+    assert (after.certificate_serial, after.attested_at, after.platform_tcb) == (
+        serial,
+        before.attested_at,
+        before.platform_tcb,
+    )
+    assert [(r.serial, r.status) for r in _certificates(kit, node_id)] == [
+        (serial, CertificateStatus.active)
+    ]
+    assert not kit.audit_actions("certificate.revoked")
+
+
+def _judged_node(kit: Kit, name: str, **numbers: int) -> tuple[str, str, Node]:
+    """Join a node, then record evaluation data numbers it was judged with."""
+    joined = _joined(kit, name)
+    node_id, serial = joined["node"]["id"], joined["node"]["certificate_serial"]
+    if numbers:
+        _set(kit, node_id, **numbers)
+    return node_id, serial, _node(kit, node_id)
+
+
+@pytest.mark.parametrize(
+    "options", [{"tcb": TcbDial.REVOKED}, {"expired": True}], ids=["revoked-tcb", "expired"]
+)
+def test_older_collateral_sent_by_the_node_is_a_rollback_whatever_else_fails(kit, options):
+    # Probe of the review: older collateral that would also fail (a Revoked TCB level, or a
+    # replayed issue past its nextUpdate) is refused as a rollback, before the node is judged.
+    node_id, serial, before = _judged_node(kit, "node-o", tcb_evaluation_data_number=2)
+    expired = options.pop("expired", False)
+    older = kit.platform("node-o", **options).collateral(now=START, expired=expired)
+    refused = _join_with(kit, "node-o", _new_token(kit, node_id), older, **options)
+    assert refused.status_code == 503, refused.text
+    assert refused.json()["code"] == "collateral.rollback"
+    _assert_unchanged(kit, node_id, serial, before)
+    assert kit.audit_actions("node.join_refused")[-1].details["code"] == "collateral.rollback"
+
+
+def test_older_and_expired_collateral_of_the_source_is_a_rollback(kit, monkeypatch):
+    node_id, serial, before = _judged_node(kit, "node-s", qe_tcb_evaluation_data_number=2)
+    older = kit.platform("node-s", tcb=TcbDial.REVOKED).collateral(now=START, expired=True)
+    monkeypatch.setattr(kit.harness.app.state.attestation, "collateral_source", _Source(older))
+    refused = _join_with(kit, "node-s", _new_token(kit, node_id), None, tcb=TcbDial.REVOKED)
+    assert refused.status_code == 503, refused.text
+    assert (refused.json()["code"], refused.json()["details"]["part"]) == (
+        "collateral.rollback",
+        "qe_identity",
+    )
+    _assert_unchanged(kit, node_id, serial, before)
+
+
+@pytest.mark.parametrize(
+    ("make", "cause"),
+    [
+        (lambda p: p.collateral(now=START, expired=True), "collateral.expired"),
+        (
+            lambda p: _broken_tcb_info_signature(p.collateral(now=START)),
+            "tcb_info.signature_invalid",
+        ),
+        (lambda p: p.collateral(now=START + dt.timedelta(days=1)), "collateral.expired"),
+    ],
+    ids=["expired", "bad-signature", "not-yet-valid"],
+)
+def test_unusable_collateral_of_the_source_does_not_judge_the_node(kit, monkeypatch, make, cause):
+    node_id, serial, before = _judged_node(kit, "node-u")
+    source = _Source(make(kit.platform("node-u", tcb=TcbDial.REVOKED)))
+    monkeypatch.setattr(kit.harness.app.state.attestation, "collateral_source", source)
+    refused = _join_with(kit, "node-u", _new_token(kit, node_id), None, tcb=TcbDial.REVOKED)
+    assert refused.status_code == 503, refused.text
+    problem = refused.json()
+    assert problem["code"] == "node.collateral_unusable"
+    assert problem["details"] == {"cause": cause, "supplier": "source"}
+    _assert_unchanged(kit, node_id, serial, before)
+    # The same source with current collateral judges the node (Revoked: failed, revoked).
+    current = _Source(kit.platform("node-u", tcb=TcbDial.REVOKED).collateral(now=START))
+    monkeypatch.setattr(kit.harness.app.state.attestation, "collateral_source", current)
+    judged = _join_with(kit, "node-u", _new_token(kit, node_id), None, tcb=TcbDial.REVOKED)
+    assert judged.status_code == 422, judged.text
+    assert judged.json()["code"] == "tcb.revoked"
+    assert _node(kit, node_id).status == NodeStatus.failed
+    assert [r.status for r in _certificates(kit, node_id)] == [CertificateStatus.revoked]
+
+
+def test_source_collateral_for_another_platform_does_not_judge_the_node(kit, monkeypatch):
+    node_id, serial, before = _judged_node(kit, "node-p")
+    other = kit.platform("node-p", fmspc=bytes.fromhex("53494d0000aa")).collateral(now=START)
+    monkeypatch.setattr(kit.harness.app.state.attestation, "collateral_source", _Source(other))
+    refused = _join_with(kit, "node-p", _new_token(kit, node_id), None)
+    assert refused.status_code == 503, refused.text
+    assert refused.json()["details"] == {"cause": "tcb_info.fmspc_mismatch", "supplier": "source"}
+    _assert_unchanged(kit, node_id, serial, before)
+    # The same collateral sent by the node is its evidence: refused, and the node fails.
+    monkeypatch.setattr(kit.harness.app.state.attestation, "collateral_source", None)
+    sent = _join_with(kit, "node-p", _new_token(kit, node_id), other)
+    assert sent.status_code == 422, sent.text
+    assert sent.json()["code"] == "tcb_info.fmspc_mismatch"
+    assert _node(kit, node_id).status == NodeStatus.failed
+
+
+def test_expired_collateral_sent_by_the_node_does_not_judge_it(kit):
+    node_id, serial, before = _judged_node(kit, "node-e")
+    expired = kit.platform("node-e").collateral(now=START, expired=True)
+    refused = _join_with(kit, "node-e", _new_token(kit, node_id), expired)
+    assert refused.status_code == 503, refused.text
+    assert (refused.json()["code"], refused.json()["details"]) == (
+        "node.collateral_unusable",
+        {"cause": "collateral.expired", "supplier": "node"},
+    )
+    _assert_unchanged(kit, node_id, serial, before)
+
+
+def test_forged_collateral_sent_by_the_node_fails_it(kit):
+    # Collateral the node sends is its evidence: a broken signature is refused like a quote's,
+    # the node fails and its certificate is revoked.
+    node_id, serial, _ = _judged_node(kit, "node-x")
+    forged = _broken_tcb_info_signature(kit.platform("node-x").collateral(now=START))
+    refused = _join_with(kit, "node-x", _new_token(kit, node_id), forged)
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["code"] == "tcb_info.signature_invalid"
+    assert _node(kit, node_id).status == NodeStatus.failed
+    [record] = _certificates(kit, node_id)
+    assert (record.serial, record.status) == (serial, CertificateStatus.revoked)
 
 
 # --- Rollback: the re-check tracks the QE identity's number too -----------------------------
@@ -303,3 +473,50 @@ def test_a_deactivated_nodes_certificate_is_on_the_crl(kit, require_tool, tmp_pa
     reason = entry.extensions.get_extension_for_class(x509.CRLReason).value.reason
     assert reason == x509.ReasonFlags.cessation_of_operation
     _openssl_lists(openssl, der, tmp_path, serial, "Cessation Of Operation")
+
+
+def test_the_recheck_revokes_certificates_failed_and_deactivated_nodes_still_hold(kit, monkeypatch):
+    # Nodes failed or deactivated before certificates were revoked with them (ADR 0130) still
+    # hold an active certificate; the next re-check run revokes it, once, audited.
+    failed = _joined(kit, "node-old-failed")
+    gone = _joined(kit, "node-old-gone")
+    active = _joined(kit, "node-active")
+    failed_id, gone_id = failed["node"]["id"], gone["node"]["id"]
+    _set(kit, failed_id, status=NodeStatus.failed, flag="node.tcb_status_rejected: old")
+    _set(kit, gone_id, status=NodeStatus.deactivated)
+    assert [r.status for r in _certificates(kit, failed_id)] == [CertificateStatus.active]
+    source = SimulatedCollateralSource(kit.platform("node-active"))
+    report = _recheck(kit, source, START + INTERVAL, account_id=kit.harness.account_id)
+    assert (report.claimed, report.checked, report.changes, report.revoked) == (1, 1, (), 2)
+    assert report.to_dict()["revoked"] == 2
+    for node_id, serial, reason in (
+        (failed_id, failed["node"]["certificate_serial"], "privilegeWithdrawn"),
+        (gone_id, gone["node"]["certificate_serial"], "cessationOfOperation"),
+    ):
+        [record] = _certificates(kit, node_id)
+        assert (record.serial, record.status, record.revocation_reason) == (
+            serial,
+            CertificateStatus.revoked,
+            reason,
+        )
+    audited = {
+        (entry.target_id, entry.details["reason"], entry.actor_type)
+        for entry in kit.audit_actions("certificate.revoked")
+    }
+    assert audited == {
+        (failed_id, "privilegeWithdrawn", "system"),
+        (gone_id, "cessationOfOperation", "system"),
+    }
+    assert [r.status for r in _certificates(kit, active["node"]["id"])] == [
+        CertificateStatus.active
+    ]
+    crl, _ = _crl(kit, failed["chain"][0])
+    assert crl.get_revoked_certificate_by_serial_number(
+        int(failed["node"]["certificate_serial"], 16)
+    )
+    # Idempotent: a second run (the route's, on demand) revokes and audits nothing more.
+    monkeypatch.setattr(kit.harness.app.state.node_recheck, "source", source)
+    again = kit.client.post(kit.harness.url("/nodes/recheck"), headers=kit.harness.headers())
+    assert again.status_code == 200, again.text
+    assert again.json()["revoked"] == 0
+    assert len(kit.audit_actions("certificate.revoked")) == 2

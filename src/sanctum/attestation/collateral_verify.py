@@ -95,7 +95,8 @@ class VerifiedCollateral:
         pck_crl: The verified PCK CRL (of a Platform or Processor CA).
         pck_crl_issuer_key: Public point of the PCK CRL's issuer (the PCK CA).
         pck_crl_issuer_revoked: Whether the root CA CRL revokes the PCK CRL's issuer (only
-            ever true when the caller asked for it to be reported rather than refused).
+            ever true when the caller asked for it to be reported rather than refused:
+            ``unsafe_report_revoked_pck_ca``).
         validity: Every validity window of the collateral (CRLs, chains, TCB info, QE
             identity); :func:`verify_collateral_signatures` does not judge them,
             :func:`verify_collateral` does.
@@ -159,40 +160,72 @@ def verify_collateral_signatures(
     collateral: Collateral,
     trust_anchor: TrustAnchor,
     *,
-    verified_ca_ders: frozenset[bytes] = frozenset(),
-    refuse_revoked_pck_ca: bool = True,
+    unsafe_report_revoked_pck_ca: bool = False,
 ) -> VerifiedCollateral:
     """Verify every signature of ``collateral`` under ``trust_anchor`` (time-free).
 
     Checked, in this order (the first failure decides the code): the root CA CRL (signed by
-    the anchor), the PCK CRL issuer chain, the PCK CRL issuer's revocation by the root CA CRL,
-    the PCK CRL, then for the TCB info and the QE identity their TCB signing chain (ending in
-    the anchor, not revoked) and the signature over the exact signed text. Validity windows
-    are collected, not judged (:func:`judge_validity`).
+    the anchor), the PCK CRL issuer chain (every signature), the PCK CRL issuer's revocation by
+    the root CA CRL, the PCK CRL, then for the TCB info and the QE identity their TCB signing
+    chain (ending in the anchor, not revoked) and the signature over the exact signed text.
+    Validity windows are collected, not judged (:func:`judge_validity`).
 
     Args:
         collateral: The collateral.
         trust_anchor: The root every chain and CRL must end in.
-        verified_ca_ders: DER encodings of PCK CA certificates already verified under
-            ``trust_anchor`` by the caller (the quote's PCK chain), not checked twice.
-        refuse_revoked_pck_ca: Refuse collateral whose PCK CRL issuer is revoked by the root
-            CA CRL (``pck.ca_revoked``), as a quote verification does. When false, the fact is
-            reported in :attr:`VerifiedCollateral.pck_crl_issuer_revoked` for a caller that
-            judges each platform's PCK CA itself (the node re-check flags those nodes).
+        unsafe_report_revoked_pck_ca: Accept collateral whose PCK CRL issuer (a PCK CA) is
+            revoked by the root CA CRL and report the fact in
+            :attr:`VerifiedCollateral.pck_crl_issuer_revoked`, instead of refusing it
+            (``pck.ca_revoked``) as a quote verification does. Only for a caller that then
+            judges each platform's PCK CA itself against :attr:`VerifiedCollateral.root_crl`
+            (the node re-check flags those nodes; a node join's quote verification refuses
+            them); anyone else would accept what a quote verification refuses.
 
     Raises:
         EvidenceError: ``crl.invalid``, ``pck.ca_revoked``, ``tcb_info.*`` or
             ``qe_identity.*``.
+    """
+    return _verify_collateral_signatures(
+        collateral,
+        trust_anchor,
+        verified_pck_ca_der=None,
+        report_revoked_pck_ca=unsafe_report_revoked_pck_ca,
+    )
+
+
+def _verify_collateral_signatures(
+    collateral: Collateral,
+    trust_anchor: TrustAnchor,
+    *,
+    verified_pck_ca_der: bytes | None,
+    report_revoked_pck_ca: bool,
+) -> VerifiedCollateral:
+    """:func:`verify_collateral_signatures`, for the quote verifier (its one other caller).
+
+    Contract (private to the attestation package; :mod:`sanctum.attestation.verify` is the
+    only caller besides this module): ``verified_pck_ca_der`` is ``None`` or the DER of the PCK
+    CA certificate that the *same* quote verification already verified under ``trust_anchor``
+    (the quote's PCK chain). A PCK CRL issuer byte-identical to it has a valid signature and is
+    not checked twice (the quote path's speed); any other issuer is checked in full. Passing
+    DER that was not verified under ``trust_anchor`` would skip a signature check, which is why
+    the public function takes no such argument.
+
+    Raises:
+        EvidenceError: As :func:`verify_collateral_signatures`.
     """
     root_crl = verify_crl(collateral.root_ca_crl, trust_anchor.certificate, "root CA CRL")
     crl_chain = load_pem_chain(
         collateral.pck_crl_issuer_chain, code="crl.invalid", what="PCK CRL issuer chain"
     )
     crl_issuer, crl_chain_validity = verify_pck_crl_issuer_chain(
-        crl_chain, trust_anchor, verified_ca_ders=verified_ca_ders
+        crl_chain,
+        trust_anchor,
+        verified_ca_ders=frozenset()
+        if verified_pck_ca_der is None
+        else frozenset({verified_pck_ca_der}),
     )
     issuer_revoked = root_crl.is_revoked(crl_issuer)
-    if issuer_revoked and refuse_revoked_pck_ca:
+    if issuer_revoked and not report_revoked_pck_ca:
         raise _fail("pck.ca_revoked", "the PCK CRL issuer (PCK CA) is revoked by the root CA CRL")
     pck_crl = verify_crl(collateral.pck_crl, crl_issuer, "PCK CRL")
     verified_chains: dict[str, tuple[x509.Certificate, tuple[Validity, ...]]] = {}
@@ -277,7 +310,7 @@ def verify_collateral(
     trust_anchor: TrustAnchor,
     *,
     now: datetime,
-    refuse_revoked_pck_ca: bool = True,
+    unsafe_report_revoked_pck_ca: bool = False,
 ) -> VerifiedCollateral:
     """Verify ``collateral`` under ``trust_anchor`` and require it to be current at ``now``.
 
@@ -288,7 +321,7 @@ def verify_collateral(
         collateral: The collateral.
         trust_anchor: The root every chain and CRL must end in.
         now: The verification time (timezone-aware).
-        refuse_revoked_pck_ca: As for :func:`verify_collateral_signatures`.
+        unsafe_report_revoked_pck_ca: As for :func:`verify_collateral_signatures`.
 
     Raises:
         EvidenceError: A signature, chain or CRL does not verify (``crl.invalid``,
@@ -299,7 +332,7 @@ def verify_collateral(
     if now.tzinfo is None:
         raise UsageError("the verification time must be timezone-aware", code="usage.invalid_time")
     verified = verify_collateral_signatures(
-        collateral, trust_anchor, refuse_revoked_pck_ca=refuse_revoked_pck_ca
+        collateral, trust_anchor, unsafe_report_revoked_pck_ca=unsafe_report_revoked_pck_ca
     )
     judge_validity((verified.validity,), now.astimezone(UTC))
     return verified

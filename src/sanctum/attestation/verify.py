@@ -67,8 +67,8 @@ from sanctum.attestation.collateral import Collateral
 from sanctum.attestation.collateral_verify import (
     ValidityWindow,
     VerifiedCollateral,
+    _verify_collateral_signatures,
     judge_validity,
-    verify_collateral_signatures,
 )
 from sanctum.attestation.pck import PckExtensions, parse_pck_extensions
 from sanctum.attestation.quote import (
@@ -342,8 +342,13 @@ def _run(
         if isinstance(cached_collateral, VerifiedCollateral):
             verified = cached_collateral
     if verified is None:
-        verified = verify_collateral_signatures(
-            collateral, trust_anchor, verified_ca_ders=frozenset({verified_pck.intermediate_der})
+        # The PCK CA of step 2 was verified under this anchor: the PCK CRL issuer chain's CA,
+        # normally the same certificate, is not verified twice (the private form's contract).
+        verified = _verify_collateral_signatures(
+            collateral,
+            trust_anchor,
+            verified_pck_ca_der=verified_pck.intermediate_der,
+            report_revoked_pck_ca=False,
         )
         if cache is not None:
             cache.put(collateral_key, verified, verified.validity.earliest_expiry)

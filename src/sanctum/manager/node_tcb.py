@@ -355,7 +355,8 @@ def verify_node_collateral(
         UsageError: ``now`` is naive.
     """
     now = _aware(now)
-    verified = verify_collateral(collateral, anchor, now=now, refuse_revoked_pck_ca=False)
+    # Safe here: reappraise_node judges the node's own PCK CA against the root CA CRL.
+    verified = verify_collateral(collateral, anchor, now=now, unsafe_report_revoked_pck_ca=True)
     return NodeCollateral(
         tcb_info=verified.tcb_info,
         qe_identity=verified.qe_identity,

@@ -83,6 +83,7 @@ class NodeRecheckResult(BaseModel):
     claimed: int
     checked: int
     lost: int
+    revoked: int = 0
     changes: list[NodeRecheckChange]
     failures: list[NodeRecheckFailure]
 

@@ -10,6 +10,8 @@ re-evaluates each node's TCB as recorded at join, and records the outcome:
   certificate is revoked (``privilegeWithdrawn``: it appears on the account's CRL);
 - a node whose status or advisories changed but stays acceptable gets a ``node.tcb_changed``
   entry;
+- a failed or deactivated node that still holds an active certificate (it failed before
+  ADR 0130) has it revoked (``privilegeWithdrawn`` / ``cessationOfOperation``), once;
 - collateral that cannot be obtained (:class:`~sanctum.errors.UnavailableError`), is a stale
   cached copy the source could not refresh (``collateral.stale``), is an older issue than a
   node was already judged with (``collateral.rollback``), or cannot be trusted leaves the nodes
@@ -53,7 +55,12 @@ from sanctum.attestation.quote import Quote, parse_quote
 from sanctum.attestation.trust import TrustAnchor
 from sanctum.errors import EvidenceError, SanctumError, UnavailableError, UsageError
 from sanctum.manager.models import Account
-from sanctum.manager.models_attestation import Node, NodeStatus
+from sanctum.manager.models_attestation import (
+    CertificateRecord,
+    CertificateStatus,
+    Node,
+    NodeStatus,
+)
 from sanctum.manager.node_tcb import (
     NodeCollateral,
     NodePlatformTcb,
@@ -75,6 +82,7 @@ if TYPE_CHECKING:
     from sanctum.manager.runtime import Runtime
 
 __all__ = [
+    "DEACTIVATED_NODE_REVOCATION_REASON",
     "FLAGGED_NODE_REVOCATION_REASON",
     "NodeChange",
     "NodeRecheckMetrics",
@@ -85,6 +93,7 @@ __all__ = [
     "RecheckTrust",
     "SessionFactory",
     "StalenessReportingSource",
+    "revoke_withdrawn_node_certificates",
     "run_node_recheck",
 ]
 
@@ -92,6 +101,13 @@ _log = logging.getLogger(__name__)
 #: The CRL reason of a flagged node's certificate (RFC 5280 ``privilegeWithdrawn``): the node
 #: is no longer an acceptable platform, which says nothing about its key.
 FLAGGED_NODE_REVOCATION_REASON: Final = "privilegeWithdrawn"
+#: The CRL reason of a deactivated node's certificate (as ``deactivate_node`` revokes it).
+DEACTIVATED_NODE_REVOCATION_REASON: Final = "cessationOfOperation"
+#: Why a node in each status holds no valid certificate.
+_WITHDRAWN: Final = {
+    NodeStatus.failed: FLAGGED_NODE_REVOCATION_REASON,
+    NodeStatus.deactivated: DEACTIVATED_NODE_REVOCATION_REASON,
+}
 _FLAG_LIMIT: Final = 200
 _MESSAGE_LIMIT: Final = 500
 #: The worker looks for due nodes at least this often (seconds), whatever the interval.
@@ -287,6 +303,8 @@ class RecheckReport:
         changes: Nodes whose appraisal changed (flagged or not).
         failures: Nodes that could not be judged, grouped by cause.
         lost: Nodes another run took over, or that changed meanwhile (a re-join): not written.
+        revoked: Certificates of failed or deactivated nodes the run found still active and
+            revoked (:func:`revoke_withdrawn_node_certificates`).
     """
 
     run_id: str
@@ -296,6 +314,7 @@ class RecheckReport:
     changes: tuple[NodeChange, ...]
     failures: tuple[RecheckFailure, ...]
     lost: int
+    revoked: int = 0
 
     @property
     def flagged(self) -> tuple[NodeChange, ...]:
@@ -320,6 +339,7 @@ class RecheckReport:
             "claimed": self.claimed,
             "checked": self.checked,
             "lost": self.lost,
+            "revoked": self.revoked,
             "changes": [change.to_dict() for change in self.changes],
             "failures": [failure.to_dict() for failure in self.failures],
         }
@@ -695,6 +715,72 @@ def _apply(
     return checked, changes, lost
 
 
+def revoke_withdrawn_node_certificates(
+    sessions: SessionFactory,
+    now: dt.datetime,
+    *,
+    runtime: Runtime,
+    actor: Actor,
+    account_id: str | None = None,
+    request_id: str | None = None,
+    source_address: str | None = None,
+) -> int:
+    """Revoke the still-active certificates of failed and deactivated nodes; return how many.
+
+    A failed or deactivated node holds no valid certificate (ADR 0130), but nodes that failed
+    before that rule (or any certificate a path missed) may still hold one. Each run sweeps
+    them up: ``privilegeWithdrawn`` for a failed node, ``cessationOfOperation`` for a
+    deactivated one, audited ``certificate.revoked`` (target the node) by
+    :func:`~sanctum.manager.services.certificates.revoke_where`. Idempotent: only active
+    certificates are revoked, so a second run (or a concurrent one) finds nothing.
+
+    Each node row is locked and its status read again before its certificates are revoked,
+    so a node that re-joined meanwhile (active, with a new certificate) is left alone: a join
+    locks the same row.
+
+    Raises:
+        UnavailableError: The database could not be reached.
+    """
+    found = (
+        select(Node.id)
+        .join(CertificateRecord, CertificateRecord.node_id == Node.id)
+        .where(
+            Node.status.in_(tuple(_WITHDRAWN)),
+            CertificateRecord.status == CertificateStatus.active,
+            CertificateRecord.account_id == Node.account_id,
+        )
+        .distinct()
+    )
+    if account_id is not None:
+        found = found.where(Node.account_id == account_id)
+    revoked = 0
+    with sessions() as session:
+        ctx = ServiceContext(
+            session=session,
+            now=now,
+            actor=actor,
+            runtime=runtime,
+            request_id=request_id,
+            source_address=source_address,
+        )
+        for node_id in session.scalars(found).all():
+            node = session.execute(
+                select(Node.account_id, Node.status)
+                .where(Node.id == node_id, Node.status.in_(tuple(_WITHDRAWN)))
+                .with_for_update()
+            ).first()
+            if node is None:
+                continue
+            revoked += revoke_where(
+                ctx, node.account_id, reason=_WITHDRAWN[NodeStatus(node.status)], node_id=node_id
+            )
+    if revoked:
+        _log.warning(
+            "node re-check: revoked %d certificate(s) of failed or deactivated nodes", revoked
+        )
+    return revoked
+
+
 def run_node_recheck(
     sessions: SessionFactory,
     source: CollateralSource,
@@ -712,7 +798,9 @@ def run_node_recheck(
     """Re-check the active nodes that are due (every active node when ``force``).
 
     Three short transactions: claim the nodes, then (with no transaction open) fetch and verify
-    collateral per platform family and re-appraise each node, then write the outcomes.
+    collateral per platform family and re-appraise each node, then write the outcomes. A fourth
+    revokes certificates failed or deactivated nodes still hold
+    (:func:`revoke_withdrawn_node_certificates`).
 
     Args:
         sessions: Opens a transaction (``Database.transaction``).
@@ -768,6 +856,15 @@ def run_node_recheck(
             change.old_tcb_status,
             change.new_tcb_status,
         )
+    revoked = revoke_withdrawn_node_certificates(
+        sessions,
+        now,
+        runtime=runtime,
+        actor=actor or Actor.system(),
+        account_id=account_id,
+        request_id=request_id,
+        source_address=source_address,
+    )
     return RecheckReport(
         run_id=run_id,
         started_at=now,
@@ -776,6 +873,7 @@ def run_node_recheck(
         changes=tuple(changes),
         failures=tuple(failures),
         lost=lost,
+        revoked=revoked,
     )
 
 

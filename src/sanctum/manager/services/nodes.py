@@ -6,10 +6,13 @@ presents the token; the manager verifies the quote, records the platform (FMSPC,
 TCB status and advisories, simulated or not) and issues the node a certificate. A node can be
 deactivated (its certificate is revoked), re-attest with a new token, and is flagged when its
 platform no longer meets the node policy after a collateral refresh (a failed or flagged node's
-certificate is revoked too). A re-join is refused (``collateral.rollback``) when its TCB info or
-QE identity is older than the node was already judged with. At join the platform's TCB
-(:class:`~sanctum.manager.node_tcb.NodePlatformTcb`) is recorded so that the re-check
-(:mod:`sanctum.manager.services.node_recheck`) can evaluate it against new TCB info.
+certificate is revoked too). The collateral of a join is checked before the node is judged: a
+re-join whose TCB info or QE identity is older than the node was already judged with is refused
+(``collateral.rollback``), like collateral outside its validity or manager-source collateral
+that does not verify (``node.collateral_unusable``), and the node is left as it was (ADR 0131).
+At join the platform's TCB (:class:`~sanctum.manager.node_tcb.NodePlatformTcb`) is recorded so
+that the re-check (:mod:`sanctum.manager.services.node_recheck`) can evaluate it against new
+TCB info.
 
 The node policy is the default attestation policy's TCB part (``UpToDate`` and
 ``SWHardeningNeeded``); simulated evidence follows the account's simulation setting.
@@ -17,25 +20,31 @@ The node policy is the default attestation policy's TCB part (``UpToDate`` and
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import logging
 import secrets
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Final, Literal
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from sanctum.attestation.collateral import Collateral as VerifierCollateral
+from sanctum.attestation.collateral_verify import judge_validity, verify_collateral_signatures
+from sanctum.attestation.quote import Quote
 from sanctum.attestation.result import VerifiedQuote
+from sanctum.attestation.trust import TrustAnchor
 from sanctum.errors import (
     ConflictError,
     EvidenceError,
     NotFoundError,
     PermissionDeniedError,
     SanctumError,
+    UnavailableError,
 )
 from sanctum.manager.ca import issue_workload_certificate, load_csr
 from sanctum.manager.errors import RateLimitedError
@@ -47,6 +56,8 @@ from sanctum.manager.schemas_attestation import NodeJoin
 from sanctum.manager.services.attestation import (
     AttestationRefusedError,
     AttestationRuntime,
+    fetch_collateral,
+    fetch_needed,
     verify_for_account,
 )
 from sanctum.manager.services.audit import Outcome, Severity, audit
@@ -57,7 +68,10 @@ from sanctum.manager.services.certificates import (
     serial_hex,
 )
 from sanctum.manager.services.context import ServiceContext
-from sanctum.manager.services.node_recheck import FLAGGED_NODE_REVOCATION_REASON
+from sanctum.manager.services.node_recheck import (
+    DEACTIVATED_NODE_REVOCATION_REASON,
+    FLAGGED_NODE_REVOCATION_REASON,
+)
 from sanctum.protocol.binding import check_binding, spki_der
 
 __all__ = [
@@ -233,6 +247,132 @@ def _fail_node(ctx: ServiceContext, node: Node) -> None:
     revoke_where(ctx, node.account_id, reason=FAILED_NODE_REVOCATION_REASON, node_id=node.id)
 
 
+#: Error code families that describe the collateral rather than the node's platform.
+_COLLATERAL_CODES: Final = ("collateral.", "crl.", "tcb_info.", "qe_identity.")
+_Supplier = Literal["source", "node"]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _PinnedSource:
+    """A collateral source that answers with the collateral a join already checked.
+
+    The quote is verified with exactly the collateral whose signatures, numbers and validity
+    :func:`_check_join_collateral` checked: a second fetch could answer another issue.
+    """
+
+    collateral: VerifierCollateral
+
+    def for_quote(self, quote: Quote, *, now: dt.datetime) -> VerifierCollateral:  # noqa: ARG002
+        """Return the pinned collateral (whatever the quote and the time)."""
+        return self.collateral
+
+
+def _not_judged(error: EvidenceError, supplier: _Supplier) -> UnavailableError:
+    """Return the refusal of a join whose collateral cannot judge the node (node unchanged)."""
+    whose = "the manager's collateral source" if supplier == "source" else "the node"
+    return UnavailableError(
+        f"the node was not judged: the collateral from {whose} cannot be used "
+        f"({error.code}: {error.message})",
+        code="node.collateral_unusable",
+        hint="check the PCCS or PCS the manager uses, then join again with a new token"
+        if supplier == "source"
+        else "send current collateral (refresh it from the PCS or PCCS) with a new token",
+        details={"cause": error.code, "supplier": supplier},
+    )
+
+
+def _anchor_for(
+    att: AttestationRuntime, account: Account, collateral: VerifierCollateral
+) -> TrustAnchor | None:
+    """Return the anchor the quote will be verified under, or ``None`` if it will be refused.
+
+    ``None`` (simulated evidence this manager or account does not trust) leaves the refusal,
+    and its code, to :func:`verify_for_account`.
+    """
+    kind = att.anchor_kind(collateral.tcb_info_issuer_chain)
+    if kind in {"simulated", "simulated_untrusted"}:
+        if kind == "simulated_untrusted" or att.simulated is None:
+            return None
+        if not att.simulation_allowed_for(account.name):
+            return None
+        return att.simulated.trust_anchor
+    return att.intel.trust_anchor
+
+
+def _check_join_collateral(
+    att: AttestationRuntime, account: Account, node: Node, body: NodeJoin, now: dt.datetime
+) -> tuple[AttestationRuntime, _Supplier | None]:
+    """Check the collateral a join will be judged with, before anything judges the node.
+
+    The collateral is the manager source's (fetched once, then pinned) or, without a source
+    or for simulated evidence, the one the node supplied. Its signatures are verified under
+    the anchor the quote will be verified under, then its TCB info and QE identity numbers
+    must not be below the node's (:func:`refuse_collateral_rollback`), then it must be valid
+    at ``now``. Which faults are the node's (ADR 0131):
+
+    - collateral *older* than the node was judged with, or *outside its validity* at ``now``,
+      whoever supplied it, says nothing about the platform: the node is not judged
+      (:class:`~sanctum.errors.UnavailableError`, node unchanged);
+    - collateral of the manager's source that does not verify is the manager's problem: not
+      judged either (``node.collateral_unusable``);
+    - collateral the node supplied that does not verify is the node's evidence, forged or
+      corrupt: the :class:`~sanctum.errors.EvidenceError` propagates and the join fails the
+      node, as it always did.
+
+    Returns:
+        The runtime to verify the quote with (its source pinned to the checked collateral),
+        and who supplied the collateral (``None``: none, verification refuses the join).
+
+    Raises:
+        UnavailableError: ``collateral.rollback``, ``node.collateral_unusable``, or the
+            source could not answer.
+        EvidenceError: The node's quote or its supplied collateral is refused.
+    """
+    if fetch_needed(att, body.collateral):
+        fetched = fetch_collateral(att, body.quote, body.collateral, now=now)
+        if fetched is None:  # pragma: no cover (fetch_needed said a fetch is needed)
+            return att, None
+        try:
+            collateral = fetched.get()
+        except EvidenceError as error:
+            # A quote that cannot pick collateral (quote.*, pck.*) is the node's fault; a
+            # malformed answer of the source is not.
+            if error.code.startswith(_COLLATERAL_CODES):
+                raise _not_judged(error, "source") from error
+            raise
+        supplier: _Supplier = "source"
+        verify_with = dataclasses.replace(att, collateral_source=_PinnedSource(collateral))
+    elif body.collateral is not None:
+        collateral = att.verifier_collateral(body.collateral)
+        supplier, verify_with = "node", att
+    else:
+        return att, None
+    anchor = _anchor_for(att, account, collateral)
+    if anchor is None:
+        return verify_with, supplier
+    try:
+        # A revoked PCK CA is reported here and refused by the quote verification, which
+        # judges the node's own PCK CA (pck.ca_revoked fails the node).
+        checked = verify_collateral_signatures(
+            collateral, anchor, unsafe_report_revoked_pck_ca=True
+        )
+    except EvidenceError as error:
+        if supplier == "node":
+            raise
+        raise _not_judged(error, supplier) from error
+    refuse_collateral_rollback(
+        checked.tcb_info.tcb_evaluation_data_number,
+        checked.qe_identity.tcb_evaluation_data_number,
+        highest_tcb=node.tcb_evaluation_data_number,
+        highest_qe=node.qe_tcb_evaluation_data_number,
+    )
+    try:
+        judge_validity((checked.validity,), now)
+    except EvidenceError as error:
+        raise _not_judged(error, supplier) from error
+    return verify_with, supplier
+
+
 def join_node(
     ctx: ServiceContext, att: AttestationRuntime, body: NodeJoin
 ) -> tuple[Node, str, list[str], str]:
@@ -247,12 +387,17 @@ def join_node(
         PermissionDeniedError: Unknown, used or expired token (``node.token_invalid``).
         AttestationRefusedError: The platform is refused (``node.tcb_status_rejected``,
             ``attest.simulated_not_allowed``...).
-        EvidenceError: The quote, the CSR or the binding is refused.
-        UnavailableError: The collateral's TCB info or QE identity is older than the node was
-            already judged with (``collateral.rollback``; the node is left as it was), or the
+        EvidenceError: The quote, the CSR, the binding or collateral the node supplied is
+            refused.
+        UnavailableError: The node was not judged and is left as it was (status, record,
+            numbers, certificate; only the token is used): the collateral's TCB info or QE
+            identity is older than the node was already judged with (``collateral.rollback``),
+            the collateral is outside its validity, the manager source's collateral does not
+            verify or apply (``node.collateral_unusable``, ``details.cause``), or the
             collateral source could not answer.
 
-    A refused platform or quote makes the node ``failed`` and revokes its certificate.
+    A refused platform, quote or supplied collateral makes the node ``failed`` and revokes its
+    certificate; which faults do is decided in ADR 0131 (:func:`_check_join_collateral`).
     """
     node = ctx.session.scalars(
         select(Node).where(Node.join_token_hash == _token_hash(body.token)).with_for_update()
@@ -274,16 +419,35 @@ def join_node(
     if account is None:  # pragma: no cover (foreign key)
         raise NotFoundError("no such account", code="account.not_found")
     csr = load_csr(body.csr)
+    supplier: _Supplier | None = None
     try:
+        # The collateral is checked (signatures, rollback, validity) before the node is
+        # judged: a refusal there leaves the node exactly as it was.
+        verify_with, supplier = _check_join_collateral(
+            att, account, node, body, ctx.now.astimezone(dt.UTC)
+        )
         verified = verify_for_account(
-            att, account, body.quote, body.collateral, now=ctx.now, allow_expired_collateral=False
+            verify_with,
+            account,
+            body.quote,
+            body.collateral,
+            now=ctx.now,
+            allow_expired_collateral=False,
         )
         check_binding(verified.report_data, body.nonce, spki_der(csr.public_key()))
-    except EvidenceError:
+    except EvidenceError as error:
+        if supplier is not None and (
+            error.code == "collateral.expired"
+            or (supplier == "source" and error.code.startswith(_COLLATERAL_CODES))
+        ):
+            # Past the collateral check, an expiry is the quote's PCK chain's (age, not a
+            # judgement), and a source's collateral that does not apply to the platform (its
+            # TEE, FMSPC, PCE ID or PCK CA) cannot judge it: the node is left as it was.
+            raise _not_judged(error, supplier) from error
         _fail_node(ctx, node)
         raise
-    # A re-join (or re-attestation) is judged with collateral at least as new as the node was
-    # already judged with; an older issue is refused before anything about the node changes.
+    # The quote was verified with the collateral checked above; the numbers it reports are
+    # checked again so that no path can record a node with older collateral.
     refuse_collateral_rollback(
         verified.tcb_evaluation_data_number,
         verified.qe.tcb_evaluation_data_number,
@@ -353,7 +517,7 @@ def deactivate_node(ctx: ServiceContext, account_id: str, node_id: str) -> Node:
         target_id=node.id,
         severity=Severity.warning,
     )
-    revoke_where(ctx, account_id, reason="cessationOfOperation", node_id=node.id)
+    revoke_where(ctx, account_id, reason=DEACTIVATED_NODE_REVOCATION_REASON, node_id=node.id)
     return node
 
 
