@@ -20,7 +20,8 @@ help:
 	@echo "make test   lint + the whole test suite (bootstraps .venv and system packages)"
 	@echo "make lint   ruff check, ruff format --check, mypy --strict"
 	@echo "make bench  run the benchmarks in benchmarks/ and print their results"
-	@echo "make launcher  build the self-contained launcher (build/launcher/sanctum-launcher)"
+	@echo "make launcher  build the launcher: build/launcher/sanctum-launcher (one executable) and"
+	@echo "               build/launcher/sanctum-launcher.d/ (plain files, for Gramine builds)"
 	@echo "make clean  remove the virtualenv, caches and demo state"
 	@echo "make lock   re-resolve requirements/dev.lock from pyproject.toml"
 
@@ -54,11 +55,17 @@ demo: venv system-deps launcher
 bench: venv
 	@for b in benchmarks/bench_*.py; do [ -e "$$b" ] || continue; echo "== $$b"; $(BIN)/python "$$b"; done
 
-# The self-contained launcher the converter ships as /sanctum/launcher (ADR 0103; needs gcc).
+# The self-contained launcher the converter ships as /sanctum/launcher (ADR 0103; needs gcc),
+# and, from the same analysis, the launcher directory Gramine builds ship as /sanctum/launcher.d/
+# (ADR 0135). Its files have fixed mtimes (0), so the directory is checked for presence only.
 LAUNCHER_BIN := build/launcher/sanctum-launcher
-launcher: $(LAUNCHER_BIN)
+LAUNCHER_DIR := $(LAUNCHER_BIN).d
+launcher: $(LAUNCHER_BIN) $(LAUNCHER_DIR)/sanctum-launcher
 
-$(LAUNCHER_BIN): $(STAMP) $(wildcard src/sanctum/launcher/*.py src/sanctum/launcher/*.c src/sanctum/protocol/*.py src/sanctum/platforms/*.py src/sanctum/encfs/*.py src/sanctum/errors.py src/sanctum/converter/manifest*.py src/sanctum/converter/sigstruct.py src/sanctum/converter/measurement.py)
+$(LAUNCHER_DIR)/sanctum-launcher: $(LAUNCHER_BIN)
+	@test -f $@ || $(BIN)/python -m sanctum.launcher.build --out $(LAUNCHER_BIN)
+
+$(LAUNCHER_BIN): $(STAMP) $(wildcard src/sanctum/launcher/*.py src/sanctum/launcher/*.c src/sanctum/protocol/*.py src/sanctum/platforms/*.py src/sanctum/encfs/*.py src/sanctum/errors.py src/sanctum/converter/manifest*.py src/sanctum/converter/sigstruct.py src/sanctum/converter/measurement.py src/sanctum/converter/runtime_layer.py)
 	$(BIN)/python -m sanctum.launcher.build --out $@
 
 lock:

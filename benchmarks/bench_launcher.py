@@ -7,6 +7,10 @@ launcher N times against an unpacked rootfs (``SANCTUM_ROOT``) with the app ``bu
 - baseline: ``busybox true`` run directly (process creation only);
 - ``python -m sanctum.launcher`` (an image that has Python 3.11 and Sanctum installed);
 - the self-contained executable ``build/launcher/sanctum-launcher`` (any image; ADR 0103);
+- the launcher directory ``build/launcher/sanctum-launcher.d/`` (plain files, what Gramine
+  builds ship; ADR 0135), run from a copy in the work directory (its entry program then runs the
+  directory's loader explicitly; installed at ``/sanctum/launcher.d`` the interpreter's PT_INTERP
+  does the same work) with the same manifest;
 - optionally an earlier executable (``--compare-launcher``, in its own rootfs) and an earlier
   source tree's python launcher (``--compare-src``), for before/after numbers in one run.
 
@@ -18,7 +22,7 @@ inflate the way it inflates wall time) and the load average. Goal (issue [G]): <
 simulated platform.
 
     .venv/bin/python benchmarks/bench_launcher.py [--runs 20] [--launcher PATH] [--show]
-        [--compare-launcher OLD-EXECUTABLE] [--compare-src OLD-TREE/src]
+        [--launcher-dir PATH] [--compare-launcher OLD-EXECUTABLE] [--compare-src OLD-TREE/src]
 """
 
 from __future__ import annotations
@@ -153,6 +157,9 @@ def main() -> None:
     parser.add_argument("--launcher", type=Path, default=REPO / "build/launcher/sanctum-launcher")
     parser.add_argument("--show", action="store_true", help="Print the last run's step lines.")
     parser.add_argument(
+        "--launcher-dir", type=Path, help="The launcher directory (default: LAUNCHER.d)."
+    )
+    parser.add_argument(
         "--compare-launcher", type=Path, help="An earlier launcher executable, measured alongside."
     )
     parser.add_argument(
@@ -210,6 +217,13 @@ def main() -> None:
             )
         else:
             print(f"  (no {args.launcher}: run `make launcher` to measure the executable)")
+        launcher_dir = args.launcher_dir or args.launcher.with_name(f"{args.launcher.name}.d")
+        if (launcher_dir / "sanctum-launcher").is_file():
+            copied = workdir / "sanctum-launcher.d"
+            shutil.copytree(launcher_dir, copied)
+            candidates["launcher directory"] = _Candidate([str(copied / "sanctum-launcher")], env)
+        else:
+            print(f"  (no {launcher_dir}: run `make launcher` to measure the launcher directory)")
         if args.compare_launcher is not None:
             compare_root = workdir / "rootfs-compare"
             candidates[f"executable {args.compare_launcher.name}"] = _Candidate(

@@ -9,7 +9,9 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import subprocess
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -193,3 +195,52 @@ def test_a_corrupt_gzipped_docker_archive_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ImageError) as info:
         open_source(f"docker-archive:{broken}")
     assert info.value.code == "image.malformed"
+
+
+def _sha256sum(tool: str, paths: list[Path]) -> dict[str, str]:
+    """Return the hex SHA-256 of each file by name, computed by coreutils' ``sha256sum``."""
+    out = subprocess.run([tool, "--", *map(str, paths)], check=True, capture_output=True, text=True)
+    sums = {}
+    for line in out.stdout.splitlines():
+        digest, _, name = line.partition("  ")
+        sums[Path(name).name] = digest
+    return sums
+
+
+def test_a_converted_gzipped_docker_archive_is_read_by_gnu_tar_and_sha256sum(
+    busybox_image: BuiltImage, require_tool: Callable[..., str], tmp_path: Path
+) -> None:
+    tar_tool, sum_tool = require_tool("tar"), require_tool("sha256sum", package="coreutils")
+    outputs = []
+    for name in ("shielded.tar.gz", "again.tar.gz"):
+        target = f"docker-archive:{tmp_path / name}:app:1"
+        request = ConvertRequest.model_validate(
+            {"inputImageName": busybox_image.ref, "outputImageName": target, "debug": True}
+        )
+        with open_source(busybox_image.ref) as source, open_sink(target) as sink:
+            response = convert(
+                request, source=source, sink=sink, launcher_asset=LAUNCHER, gramine_tools=None
+            )
+        outputs.append((tmp_path / name).read_bytes())
+    assert outputs[0] == outputs[1]  # Reproducible, compression included.
+    unpacked = tmp_path / "unpacked"
+    unpacked.mkdir()
+    # GNU tar and gzip, not Python's tarfile: an independent reader of the whole format.
+    subprocess.run([tar_tool, "-xzf", str(tmp_path / "shielded.tar.gz"), "-C", str(unpacked)],
+                   check=True)  # fmt: skip
+    [entry] = json.loads((unpacked / "manifest.json").read_bytes())
+    assert entry["RepoTags"] == ["app:1"]
+    files = [unpacked / entry["Config"], *(unpacked / layer for layer in entry["Layers"])]
+    sums = _sha256sum(sum_tool, files)
+    # Every blob is named by its digest, and that digest is what sha256sum computes.
+    assert all(sums[path.name] == path.name.partition(".")[0] for path in files)
+    assert f"sha256:{sums[entry['Config']]}" == response.config_digest
+    config = json.loads((unpacked / entry["Config"]).read_bytes())
+    diff_ids = [f"sha256:{sums[layer]}" for layer in entry["Layers"]]
+    assert config["rootfs"]["diff_ids"] == diff_ids
+    assert diff_ids[:-1] == busybox_image.diff_ids  # The original layers, unchanged.
+    assert config["config"]["Entrypoint"] == ["/sanctum/launcher"]
+    # The runtime layer (last) holds the signed manifest, readable by GNU tar as well.
+    listing = subprocess.run([tar_tool, "-tf", str(unpacked / entry["Layers"][-1])],
+                             check=True, capture_output=True, text=True).stdout  # fmt: skip
+    assert "sanctum/manifest.json" in listing.split()

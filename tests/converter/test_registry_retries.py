@@ -11,12 +11,10 @@ from __future__ import annotations
 import email.utils
 import io
 import json
-import ssl
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import httpcore
 import httpx
 import pytest
 from converter_images import RegistryServer, build_image, file
@@ -31,7 +29,6 @@ from sanctum.converter.oci.registry import (
     RegistrySink,
     RegistrySource,
     RetryPolicy,
-    _LargeReadStream,
 )
 from sanctum.converter.oci.store import BlobReader
 from sanctum.errors import UnavailableError, UsageError
@@ -417,37 +414,6 @@ def test_conversion_through_a_faulty_link_to_a_real_registry(
         expected = analyse_image(original).files
     assert len(faulty.broken_downloads) == 4  # The config, two layers, the runtime layer.
     assert {p: e for p, e in copied.items() if e.layer != 2} == expected
-
-
-class _RecordingStream(httpcore.NetworkStream):
-    def __init__(self) -> None:
-        self.asked: list[int] = []
-        self.tls = False
-
-    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:  # noqa: ARG002
-        self.asked.append(max_bytes)
-        return b"x"
-
-    def start_tls(
-        self,
-        ssl_context: object,  # noqa: ARG002
-        server_hostname: str | None = None,  # noqa: ARG002
-        timeout: float | None = None,  # noqa: ARG002
-    ) -> httpcore.NetworkStream:
-        self.tls = True
-        return self
-
-
-def test_connections_read_a_mebibyte_at_a_time_also_after_tls() -> None:
-    inner = _RecordingStream()
-    stream = _LargeReadStream(inner)
-    stream.read(65536)
-    stream.read(4 << 20)
-    upgraded = stream.start_tls(ssl.create_default_context(), "registry.example.com")
-    assert isinstance(upgraded, _LargeReadStream)
-    upgraded.read(100)
-    assert inner.asked == [1 << 20, 4 << 20, 1 << 20]
-    assert inner.tls
 
 
 def test_the_token_endpoint_is_retried_on_server_errors_and_connection_failures() -> None:

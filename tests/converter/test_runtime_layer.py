@@ -96,3 +96,18 @@ def test_gnu_tar_reads_the_layer(tmp_path: Path, require_tool) -> None:
     ).stdout
     assert "sanctum/launcher" in listing
     assert "1970-01-01" in listing
+
+
+def test_streamed_layer_counts_the_whole_tar() -> None:
+    """The tar is compressed as it is written; its size and digest are of the full stream."""
+    big = [*FILES, RuntimeFile("/sanctum/launcher.d/lib/libbig.so", bytes(range(256)) * 40000)]
+    layer = build_runtime_layer(big)
+    raw = gzip.decompress(layer.blob)
+    assert layer.tar_size == len(raw)
+    assert layer.diff_id == "sha256:" + hashlib.sha256(raw).hexdigest()
+    with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
+        names = tar.getnames()
+        assert names == sorted(names)
+        member = tar.getmember("sanctum/launcher.d/lib/libbig.so")
+        assert member.size == 256 * 40000
+        assert tar.getmember("sanctum/launcher.d/lib").isdir()

@@ -44,6 +44,7 @@ from sanctum.converter.oci.compression import (
     Readable,
     decompression_errors,
     gzip_inflater,
+    gzip_member_decompressor,
     sniff_compression,
 )
 from sanctum.converter.oci.model import Descriptor, ImageConfig, layer_compression
@@ -245,7 +246,73 @@ def _gunzip(source: Readable, head: bytes) -> Iterator[bytes]:
     """Yield the decompressed bytes of a gzip stream in chunks of at most 1 MiB.
 
     Concatenated members and zero padding after a member are accepted, as :mod:`gzip` accepts
-    them; zlib checks each member's header, CRC-32 and length.
+    them; each member's header, CRC-32 and length are checked. ISA-L's member decompressor is
+    used when installed (:func:`_gunzip_members`), else zlib's interface (:func:`_inflate`).
+
+    Raises:
+        zlib.error: The data is not gzip or is corrupt (or ISA-L's equivalent error).
+        EOFError: The stream ends inside a member.
+    """
+    if gzip_member_decompressor() is None:  # pragma: no cover (isal is a dependency)
+        return _inflate(source, head)
+    return _gunzip_members(source, head)
+
+
+def _skip_padding(buf: memoryview, pos: int) -> int:
+    """Return the position of the first non-zero byte of ``buf`` at or after ``pos``."""
+    while pos < len(buf) and buf[pos] == 0:
+        rest = bytes(buf[pos : pos + 4096])
+        pos += len(rest) - len(rest.lstrip(b"\x00"))
+    return pos
+
+
+def _gunzip_members(source: Readable, head: bytes) -> Iterator[bytes]:
+    """:func:`_gunzip` with ISA-L's one-member decompressor (output built in one buffer).
+
+    Raises:
+        igzip_lib.IsalError: The data is not gzip or is corrupt.
+        EOFError: The stream ends inside a member.
+    """
+    buf = memoryview(head)
+    pos = 0
+    member: Any = None
+    while True:
+        if member is not None and not member.needs_input:
+            # Output (or input it holds) is pending: take it before giving more input.
+            out = member.decompress(b"", _OUT_SIZE)
+        elif pos == len(buf):
+            data = source.read(_READ_SIZE)
+            if not data:
+                if member is not None:
+                    msg = "Compressed file ended before the end-of-stream marker was reached"
+                    raise EOFError(msg)
+                return
+            buf, pos = memoryview(data), 0
+            continue
+        else:
+            if member is None:
+                # Between members: skip zero padding, then a new member must start.
+                pos = _skip_padding(buf, pos)
+                if pos == len(buf):
+                    continue
+                member = gzip_member_decompressor()
+            # Slices of _FEED_SIZE: input the decompressor cannot take within the output
+            # limit is kept as a copy inside it, so small slices keep that copying small.
+            piece = buf[pos : pos + _FEED_SIZE]
+            pos += len(piece)
+            out = member.decompress(piece, _OUT_SIZE)
+        if member.eof:
+            rest = member.unused_data
+            member = None
+            if rest:
+                # Bytes after the member's end (padding or another member) come first.
+                buf, pos = memoryview(rest + bytes(buf[pos:])), 0
+        if out:
+            yield out
+
+
+def _inflate(source: Readable, head: bytes) -> Iterator[bytes]:
+    """:func:`_gunzip` with zlib's ``decompressobj`` interface (the fallback without ISA-L).
 
     Raises:
         zlib.error: The data is not gzip or is corrupt.

@@ -92,7 +92,14 @@ from sanctum.converter.oci.store import (
     ProgressCallback,
     SpooledBlobReader,
 )
-from sanctum.converter.runtime_layer import EXEC_MODE, RuntimeFile, build_runtime_layer
+from sanctum.converter.runtime_layer import (
+    LauncherAsset,
+    RuntimeFile,
+    ShippedLauncher,
+    build_runtime_layer,
+    launcher_asset_of,
+    ship_launcher,
+)
 from sanctum.converter.sigstruct import Sigstruct
 
 __all__ = [
@@ -494,6 +501,9 @@ class _MemoryPipe:
         # Who waits: notifying only then saves a lock hand-over per chunk on the hot path.
         self._writer_waits = False
         self._reader_waits = False
+        # A waiting side is woken once half the limit is held (reader) or free (writer), not
+        # for every chunk: each wake-up is a thread switch and a GIL hand-over (ADR 0125).
+        self._half = limit // 2
 
     def write(self, data: bytes | memoryview) -> None:
         """Append ``data`` (writer side), waiting while the pipe is full."""
@@ -507,7 +517,7 @@ class _MemoryPipe:
                 return
             self._chunks.append(chunk)
             self._held += len(chunk)
-            if self._reader_waits:
+            if self._reader_waits and self._held >= self._half:
                 self._changed.notify_all()
 
     def end(self, *, verified: bool) -> None:
@@ -533,7 +543,7 @@ class _MemoryPipe:
                 return b""
             chunk = self._chunks.popleft()
             self._held -= len(chunk)
-            if self._writer_waits:
+            if self._writer_waits and self._held <= self._half:
                 self._changed.notify_all()
             return chunk
 
@@ -824,7 +834,7 @@ def _build_manifest(
     listing: FileSystemListing,
     *,
     target: Target,
-    launcher_sha256: str,
+    launcher: ShippedLauncher,
 ) -> EnclaveManifest:
     """Build the enclave manifest for ``listing`` and the request.
 
@@ -854,7 +864,9 @@ def _build_manifest(
             trusted[path] = entry.sha256
         elif entry.kind == "symlink" and entry.link_target is not None:
             symlinks[path] = entry.link_target
-    trusted[DEFAULT_LAUNCHER_PATH] = launcher_sha256
+    # Every file of the shipped launcher (the executable, or each file of the launcher
+    # directory for Gramine) is measured like the image's own files (ADR 0135).
+    trusted.update(launcher.hashes)
     env = dict(config.env_map)
     for name, value in request.manifest_env.items():
         if not name or "=" in name or "\x00" in name:
@@ -890,6 +902,7 @@ def _build_manifest(
             CaCertificateSpec(ca_path=ca.ca_path, system=ca.system)
             for ca in request.ca_certificates
         ),
+        launcher=launcher.path,
     )
 
 
@@ -991,11 +1004,12 @@ def _new_config(
     mrenclave: str,
     mrsigner: str,
     target: Target,
+    launcher: str = DEFAULT_LAUNCHER_PATH,
 ) -> bytes:
     """Return the shielded image's config: launcher entrypoint, one more layer, Sanctum labels."""
     doc: dict[str, Any] = config.to_json()
     run: dict[str, Any] = dict(doc.get("config") or {})
-    run["Entrypoint"] = [DEFAULT_LAUNCHER_PATH]
+    run["Entrypoint"] = [launcher]
     run.pop("Cmd", None)
     labels = dict(run.get("Labels") or {})
     labels.update({
@@ -1053,7 +1067,7 @@ def convert(
     *,
     source: ImageSource,
     sink: ImageSink,
-    launcher_asset: bytes | None = None,
+    launcher_asset: bytes | LauncherAsset | None = None,
     progress: ProgressHandler | None = None,
     now: dt.datetime | None = None,
     gramine_tools: GramineTools | Literal["auto"] | None = "auto",
@@ -1068,8 +1082,13 @@ def convert(
         request: What to convert and how.
         source: The input image (already opened with the input credentials).
         sink: Where the output image goes (opened with the output credentials).
-        launcher_asset: The launcher executable to ship; ``None`` ships the exec shim
-            (:func:`exec_shim_launcher`, no attestation; flagged ``launcher-exec-shim``).
+        launcher_asset: The launcher to ship: its executable (bytes), or a
+            :class:`~sanctum.converter.runtime_layer.LauncherAsset` with the executable and/or
+            the launcher directory (a Gramine build ships the directory, every file a trusted
+            file; :func:`~sanctum.converter.runtime_layer.ship_launcher`). ``None`` ships the
+            exec shim (:func:`exec_shim_launcher`, no attestation; flagged
+            ``launcher-exec-shim``). A Gramine build without the directory is flagged
+            ``launcher-not-for-gramine``.
         progress: Called with :class:`ConvertProgress` reports.
         now: Time for the SIGSTRUCT date and history entry; ``None`` (reproducible) uses the
             input image's ``created`` time.
@@ -1119,19 +1138,17 @@ def convert(
             raise
         # The last uploads finish while the manifest is built and signed.
         try:
-            launcher = launcher_asset
             step("building and signing the enclave manifest")
             # The shim depends on the manifest, which depends on the launcher's hash: build the
             # manifest with a provisional hash, render the shim, and rebuild with the shim's hash.
-            if launcher is None:
-                draft = _build_manifest(request, listing, target=target, launcher_sha256="0" * 64)
-                launcher = exec_shim_launcher(draft)
-            enclave_manifest = _build_manifest(
-                request,
-                listing,
-                target=target,
-                launcher_sha256=hashlib.sha256(launcher).hexdigest(),
-            )
+            if launcher_asset is None:
+                provisional = ship_launcher(LauncherAsset(executable=b""), target=target)
+                draft = _build_manifest(request, listing, target=target, launcher=provisional)
+                asset = LauncherAsset(executable=exec_shim_launcher(draft))
+            else:
+                asset = launcher_asset_of(launcher_asset)
+            shipped = ship_launcher(asset, target=target)
+            enclave_manifest = _build_manifest(request, listing, target=target, launcher=shipped)
             manifest_bytes = enclave_manifest.canonical_bytes()
             toml_text = render_gramine_manifest(
                 enclave_manifest,
@@ -1141,7 +1158,7 @@ def convert(
             created = _created(config, now)
             runtime_files = [
                 RuntimeFile(MANIFEST_JSON_PATH, manifest_bytes),
-                RuntimeFile(DEFAULT_LAUNCHER_PATH, launcher, mode=EXEC_MODE),
+                *shipped.files,
             ]
             sigstruct: Sigstruct
             if tools is not None:
@@ -1182,6 +1199,7 @@ def convert(
         mrenclave=sigstruct.mrenclave.hex(),
         mrsigner=sigstruct.mrsigner.hex(),
         target=target,
+        launcher=shipped.path,
     )
     config_desc = Descriptor(
         DOCKER_CONFIG if docker else OCI_CONFIG,
@@ -1203,6 +1221,8 @@ def convert(
         flags.append("simulated")
     if launcher_asset is None:
         flags.append("launcher-exec-shim")
+    if target == "gramine-sgx" and not shipped.directory:
+        flags.append("launcher-not-for-gramine")
     outcomes = list(copying.outcomes.values())
     return ConvertResponse(
         new_image=request.output_image_name,

@@ -1,7 +1,8 @@
-"""Build the self-contained launcher executable (``make launcher``, ADR 0103).
+"""Build the launcher in its two shipped forms (``make launcher``, ADRs 0103 and 0135).
 
-The result is ONE file that runs in any Linux image (Debian, Alpine/musl, distroless, scratch)
-without unpacking anything at start:
+**The self-contained executable** (``build/launcher/sanctum-launcher``, ADR 0103) is ONE file
+that runs in any Linux image (Debian, Alpine/musl, distroless, scratch) without unpacking
+anything at start:
 
 - a small static start stub (``bundle_stub.c``, compiled with ``gcc -static``);
 - the ELF files the launcher needs, stored uncompressed: the dynamic loader, the Python
@@ -16,18 +17,40 @@ without unpacking anything at start:
 
 At start the stub copies the loader, the interpreter and its libraries into anonymous memory
 files, then executes the loader; extension modules and their libraries follow the same way on
-their first import. Everything the launcher excludes (the manager, the CLI, the verifier, the
-simulation PKI, ``httpx``, ``rich``...) is listed in :data:`EXCLUDED_MODULES`.
+their first import.
 
-The result is checked: it has no ``PT_INTERP`` header (no dynamic loader needed from the image)
-and ``--version`` answers.
+**The launcher directory** (``build/launcher/sanctum-launcher.d/``, ADR 0135) holds the same
+files as plain files, for Gramine: the LibOS cannot execute a memory file, and every file an
+enclave loads must be a trusted file with its SHA-256. The converter installs it at
+:data:`~sanctum.converter.runtime_layer.LAUNCHER_DIR`::
 
-Usage: ``python -m sanctum.launcher.build [--out PATH]``.
+    sanctum-launcher             static entry stub (bundle_stub.c built with SANCTUM_DIRECTORY)
+    lib/sanctum-python           the interpreter; PT_INTERP = <LAUNCHER_DIR>/lib/<loader>
+    lib/sanctum-python._pth      "launcher.zip": isolated mode, exact sys.path
+    lib/<loader>, lib/lib*.so*   the dynamic loader and every library
+    lib/<module>.so              the extension modules
+    lib/launcher.zip             the compiled modules, _sanctum_boot and _sanctum_table
+
+Every ELF file sits in ``lib/`` with ``DT_RPATH`` ``$ORIGIN`` (so the paths the loader opens
+have no ``..`` component: each is exactly a trusted file's path) and is marked ``DF_1_NODEFLIB``
+(``patchelf --no-default-lib``): the loader never falls back to the image's ``/lib`` or its
+cache, so a file missing from the directory is an error, not a silent load of the image's
+copy. The directory is reproducible: sorted archive,
+unchecked-hash ``.pyc``, fixed modes and modification times (0).
+
+Both forms share the analysis, the collection of files (:func:`collect`), the stripping and the
+compiled modules; only the placement differs. Everything the launcher excludes (the manager, the
+CLI, the verifier, the simulation PKI, ``httpx``, ``rich``...) is listed in
+:data:`EXCLUDED_MODULES`. Each result is checked: the executable has no ``PT_INTERP`` header,
+and both answer ``--version``.
+
+Usage: ``python -m sanctum.launcher.build [--out PATH] [--dir-out PATH | --no-dir]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import py_compile
@@ -40,11 +63,27 @@ import sysconfig
 import tempfile
 import time
 import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-__all__ = ["EXCLUDED_MODULES", "FIRST_FD", "Bundle", "build", "is_static_elf", "main"]
+from sanctum.converter.runtime_layer import LAUNCHER_DIR
+
+__all__ = [
+    "DIRECTORY_ENTRY",
+    "DIRECTORY_PYTHON",
+    "EXCLUDED_MODULES",
+    "FIRST_FD",
+    "Bundle",
+    "Collected",
+    "analyse",
+    "build",
+    "build_directory",
+    "collect",
+    "is_static_elf",
+    "main",
+]
 
 #: Modules never bundled into the launcher (not needed, or must not be there).
 EXCLUDED_MODULES: Final = (
@@ -97,6 +136,14 @@ _PT_INTERP: Final = 3
 _LOADER_SONAME: Final = re.compile(r"^ld-linux[-\w]*\.so\.\d+$")
 _BEGIN: Final = b"SANCTUM-BOOT-BEGIN\n"
 _END: Final = b"SANCTUM-BOOT-END\n"
+#: The directory form's entry program, relative to the directory.
+DIRECTORY_ENTRY: Final = "sanctum-launcher"
+#: The directory form's interpreter, relative to the directory (its ``._pth`` file is beside it).
+DIRECTORY_PYTHON: Final = "lib/sanctum-python"
+#: The directory form's module archive, relative to the directory.
+_DIRECTORY_ZIP: Final = "lib/launcher.zip"
+#: Modification time of every file and directory of the directory form (reproducible).
+_FIXED_MTIME: Final = 0
 
 
 def is_static_elf(path: Path) -> bool:
@@ -234,6 +281,77 @@ def _module_of(name: str) -> str:
     return f"{directory.replace('/', '.')}.{stem}" if directory else stem
 
 
+@dataclass(frozen=True)
+class Collected:
+    """What the launcher needs, found on the build machine (shared by both forms).
+
+    Attributes:
+        loader: The dynamic loader.
+        loader_name: Its soname (``ld-linux-x86-64.so.2``).
+        python: The interpreter executable.
+        libraries: Soname to file of every shared library (the loader excluded, ``libfuse3``
+            included), sorted by soname.
+        extensions: Module name to file of every extension module, sorted by name.
+        pure: Module name to source file of the pure Python modules.
+        needed: File to its DT_NEEDED sonames (the loader's name excluded), for every ELF file
+            but the loader.
+    """
+
+    loader: Path
+    loader_name: str
+    python: Path
+    libraries: Mapping[str, Path]
+    extensions: Mapping[str, Path]
+    pure: Mapping[str, Path]
+    needed: Mapping[Path, tuple[str, ...]]
+
+    def elf_files(self) -> list[Path]:
+        """Return every ELF file but the loader: interpreter, libraries, extension modules."""
+        return [self.python, *self.libraries.values(), *self.extensions.values()]
+
+
+def collect(
+    pure: list[tuple[str, str]], binaries: list[tuple[str, str, str]], patchelf: str
+) -> Collected:
+    """Find every file the launcher needs from the analysis (:func:`analyse`).
+
+    Raises:
+        RuntimeError: A needed library cannot be resolved.
+        FileNotFoundError: libfuse3 is not installed.
+    """
+    python = Path(sys.executable).resolve()
+    extensions = {_module_of(n): Path(p) for n, p, kind in binaries if kind == "EXTENSION"}
+    fuse_path = _find_library("libfuse3.so.3")
+    roots = [python, fuse_path, *extensions.values()]
+    roots += [Path(p) for _n, p, kind in binaries if kind == "BINARY"]
+    found: dict[str, Path] = {}
+    for root in roots:
+        found.update(_resolve(root))
+    found = {name: path for name, path in found.items() if name != "linux-vdso.so.1"}
+    loader_name, loader = next((n, p) for n, p in found.items() if _LOADER_SONAME.match(n))
+    libraries = {n: p for n, p in sorted(found.items()) if not _LOADER_SONAME.match(n)}
+    libraries.setdefault("libfuse3.so.3", fuse_path)
+    libraries = dict(sorted(libraries.items()))
+    collected = Collected(
+        loader=loader,
+        loader_name=loader_name,
+        python=python,
+        libraries=libraries,
+        extensions=dict(sorted(extensions.items())),
+        pure={name: Path(source) for name, source in pure if source.endswith(".py")},
+        needed={},
+    )
+    needed: dict[Path, tuple[str, ...]] = {}
+    for path in collected.elf_files():
+        sonames = tuple(s for s in _needed(path, patchelf) if not _LOADER_SONAME.match(s))
+        missing = [soname for soname in sonames if soname not in libraries]
+        if missing:
+            msg = f"{path} needs {missing[0]}, which the build machine's loader did not resolve"
+            raise RuntimeError(msg)
+        needed[path] = sonames
+    return dataclasses.replace(collected, needed=needed)
+
+
 @dataclass
 class Bundle:
     """What goes into the launcher file (descriptor numbers, files, modules).
@@ -268,42 +386,23 @@ class Bundle:
         return [item for item in order if item != fd]
 
 
-def _plan(
-    pure: list[tuple[str, str]], binaries: list[tuple[str, str, str]], patchelf: str
-) -> Bundle:
-    """Assign descriptors to every ELF file and resolve their dependencies.
+def _plan(collected: Collected) -> Bundle:
+    """Assign descriptors to every ELF file of the executable form.
 
     Raises:
-        RuntimeError: A needed library cannot be resolved, or too many files.
+        RuntimeError: Too many files for the descriptor range.
     """
     bundle = Bundle()
-    python = Path(sys.executable).resolve()
-    extensions = {_module_of(n): Path(p) for n, p, kind in binaries if kind == "EXTENSION"}
-    fuse_path = _find_library("libfuse3.so.3")
-    roots = [python, fuse_path, *extensions.values()]
-    roots += [Path(p) for _n, p, kind in binaries if kind == "BINARY"]
-    libraries: dict[str, Path] = {}
-    for root in roots:
-        libraries.update(_resolve(root))
-    libraries = {name: path for name, path in libraries.items() if name != "linux-vdso.so.1"}
-    loader = next(path for name, path in libraries.items() if _LOADER_SONAME.match(name))
+    bundle.files[FIRST_FD] = ("ld.so", collected.loader)
+    bundle.files[FIRST_FD + 1] = ("python", collected.python)
+    next_fd = FIRST_FD + 2
     by_soname: dict[str, int] = {}
-    next_fd = FIRST_FD
-    for name, path in [("ld.so", loader), ("python", python)]:
-        bundle.files[next_fd] = (name, path)
-        next_fd += 1
-    for name, path in sorted(libraries.items()):
-        if _LOADER_SONAME.match(name):
-            continue
+    for name, path in collected.libraries.items():
         bundle.files[next_fd] = (name, path)
         by_soname[name] = next_fd
         next_fd += 1
-    if "libfuse3.so.3" not in by_soname:
-        bundle.files[next_fd] = ("libfuse3.so.3", fuse_path)
-        by_soname["libfuse3.so.3"] = next_fd
-        next_fd += 1
     bundle.fuse = by_soname["libfuse3.so.3"]
-    for module, path in sorted(extensions.items()):
+    for module, path in collected.extensions.items():
         bundle.files[next_fd] = (module[-60:], path)
         bundle.extensions[module] = next_fd
         next_fd += 1
@@ -311,20 +410,27 @@ def _plan(
         msg = f"{next_fd - FIRST_FD} files do not fit below descriptor {_MAX_FD}"
         raise RuntimeError(msg)
     for fd, (_name, path) in bundle.files.items():
-        if fd == FIRST_FD:
-            continue
-        needs = []
-        for soname in _needed(path, patchelf):
-            if _LOADER_SONAME.match(soname):
-                continue
-            if soname not in by_soname:
-                msg = f"{path} needs {soname}, which the build machine's loader did not resolve"
-                raise RuntimeError(msg)
-            needs.append(by_soname[soname])
-        bundle.needs[fd] = needs
+        if fd != FIRST_FD:
+            bundle.needs[fd] = [by_soname[soname] for soname in collected.needed[path]]
     bundle.boot = [FIRST_FD, FIRST_FD + 1, *bundle.closure(FIRST_FD + 1)]
-    bundle.pure = {name: Path(source) for name, source in pure if source.endswith(".py")}
+    bundle.pure = dict(collected.pure)
     return bundle
+
+
+def _stripped(source: Path, target: Path, *, strip: bool = True) -> Path:
+    """Write ``source`` to ``target`` (stripped unless ``strip`` is false), mode 0755.
+
+    Raises:
+        subprocess.CalledProcessError: strip failed.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tool = shutil.which("strip")
+    if tool is not None and strip:
+        _run([tool, "--strip-unneeded", "-o", str(target), str(source)])
+    else:
+        shutil.copyfile(source, target)
+    target.chmod(0o755)
+    return target
 
 
 def _prepare_elf(fd: int, source: Path, bundle: Bundle, workdir: Path, patchelf: str) -> Path:
@@ -333,14 +439,7 @@ def _prepare_elf(fd: int, source: Path, bundle: Bundle, workdir: Path, patchelf:
     Raises:
         subprocess.CalledProcessError: strip or patchelf failed.
     """
-    target = workdir / "elf" / str(fd)
-    target.parent.mkdir(exist_ok=True)
-    strip = shutil.which("strip")
-    if strip is not None and fd != FIRST_FD:
-        _run([strip, "--strip-unneeded", "-o", str(target), str(source)])
-    else:
-        shutil.copyfile(source, target)
-    target.chmod(0o755)
+    target = _stripped(source, workdir / "elf" / str(fd), strip=fd != FIRST_FD)
     if fd == FIRST_FD:
         return target
     by_fd = {other: name for other, (name, _path) in bundle.files.items()}
@@ -355,12 +454,13 @@ def _prepare_elf(fd: int, source: Path, bundle: Bundle, workdir: Path, patchelf:
 
 
 def _table(bundle: Bundle, offsets: dict[int, tuple[int, int]]) -> str:
-    """Return the source of the generated ``_sanctum_table`` module."""
+    """Return the source of the executable form's generated ``_sanctum_table`` module."""
     files = {fd: (*offsets[fd], name) for fd, (name, _path) in bundle.files.items()}
     extensions = {m: (fd, *bundle.closure(fd)) for m, fd in sorted(bundle.extensions.items())}
     preloads = {"mfusepy": ("FUSE_LIBRARY_PATH", bundle.fuse, tuple(bundle.closure(bundle.fuse)))}
     return (
         '"""Generated by sanctum.launcher.build: where the bundled files are (ADR 0103)."""\n'
+        'MODE = "bundle"\n'
         f"FILES = {files!r}\n"
         f"EXTENSIONS = {extensions!r}\n"
         f"PRELOADS = {preloads!r}\n"
@@ -371,10 +471,14 @@ def _table(bundle: Bundle, offsets: dict[int, tuple[int, int]]) -> str:
 def _compiled(source: Path, name: str, workdir: Path) -> Path:
     """Return ``source`` compiled to an unchecked-hash .pyc (no timestamps, no source needed).
 
+    Both forms of one build share the result (the generated tables have different sources).
+
     Raises:
         py_compile.PyCompileError: The source does not compile.
     """
     target = workdir / "pyc" / f"{name}.pyc"
+    if target.is_file() and not name.startswith("_sanctum_"):
+        return target
     target.parent.mkdir(parents=True, exist_ok=True)
     py_compile.compile(
         str(source),
@@ -386,8 +490,31 @@ def _compiled(source: Path, name: str, workdir: Path) -> Path:
     return target
 
 
-def _stub(workdir: Path) -> bytes:
-    """Compile the static start stub.
+def _write_modules(
+    archive: zipfile.ZipFile, pure: Mapping[str, Path], table: Path, workdir: Path
+) -> None:
+    """Add the compiled modules, ``_sanctum_boot`` and ``table`` to ``archive``, sorted.
+
+    Raises:
+        py_compile.PyCompileError: A module does not compile.
+    """
+    boot_module = Path(__file__).with_name("bundle_boot.py")
+    modules = {**pure, "_sanctum_boot": boot_module, "_sanctum_table": table}
+    for name, source in sorted(modules.items()):
+        package = source.name == "__init__.py"
+        arcname = name.replace(".", "/") + ("/__init__.pyc" if package else ".pyc")
+        info = zipfile.ZipInfo(arcname, date_time=(1980, 1, 1, 0, 0, 0))
+        info.external_attr = 0o644 << 16
+        archive.writestr(info, _compiled(source, name, workdir).read_bytes())
+
+
+def _stub(workdir: Path, *, directory: str | None = None, loader_name: str = "") -> bytes:
+    """Compile the static start stub (the directory form's when ``directory`` is given).
+
+    Args:
+        workdir: Where the compiler writes.
+        directory: The directory form's install directory (compiled in), or ``None``.
+        loader_name: The directory form's loader file name in ``lib/``.
 
     Raises:
         subprocess.CalledProcessError: The compiler failed.
@@ -397,64 +524,221 @@ def _stub(workdir: Path) -> bytes:
     if compiler is None:
         msg = "a C compiler (gcc, with the static glibc of libc6-dev) is needed"
         raise FileNotFoundError(msg)
-    out = workdir / "stub"
+    out = workdir / ("stub-directory" if directory else "stub")
     source = Path(__file__).with_name("bundle_stub.c")
-    _run([compiler, "-static", "-Os", "-s", "-Wall", "-Werror", "-o", str(out), str(source)])
+    defines: list[str] = []
+    if directory is not None:
+        defines = [
+            "-DSANCTUM_DIRECTORY",
+            f"-DSANCTUM_INSTALL_DIR={json.dumps(directory)}",
+            f"-DSANCTUM_LOADER={json.dumps(loader_name)}",
+            f"-DSANCTUM_PYTHON={json.dumps(DIRECTORY_PYTHON)}",
+        ]
+    _run([
+        compiler, "-static", "-Os", "-s", "-Wall", "-Werror", *defines,
+        "-o", str(out), str(source),
+    ])  # fmt: skip
     return out.read_bytes()
 
 
-def build(out: Path) -> Path:
-    """Build the self-contained launcher at ``out`` and return it.
+def _check_starts(program: Path) -> None:
+    """Check that a built launcher answers ``--version`` with no environment at all.
+
+    Raises:
+        RuntimeError: It does not.
+    """
+    check = subprocess.run(
+        [str(program), "--version"], capture_output=True, text=True, check=False, timeout=60, env={}
+    )
+    if check.returncode != 0 or not check.stdout.startswith("sanctum-launcher "):
+        msg = f"the built launcher {program} does not start: {check.stderr.strip()[-2000:]}"
+        raise RuntimeError(msg)
+
+
+def analyse(workdir: Path) -> Collected:
+    """Run the dependency analysis and collect the launcher's files (shared by both forms).
+
+    Raises:
+        subprocess.CalledProcessError: PyInstaller or a build tool failed.
+        FileNotFoundError: patchelf or libfuse3 is missing.
+        RuntimeError: A needed library cannot be resolved.
+    """
+    pure, binaries = _analyse(workdir)
+    return collect(pure, binaries, _tool("patchelf"))
+
+
+def _build_executable(out: Path, collected: Collected, workdir: Path) -> Path:
+    """Write the self-contained executable at ``out`` (replaced atomically) and return it.
+
+    Raises:
+        subprocess.CalledProcessError: A build tool failed.
+        RuntimeError: The result needs a dynamic loader or does not start.
+    """
+    patchelf = _tool("patchelf")
+    bundle = _plan(collected)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staged = out.with_name(f".{out.name}.tmp")
+    offsets: dict[int, tuple[int, int]] = {}
+    with staged.open("wb") as handle:
+        handle.write(_stub(workdir))
+        for fd, (_name, source) in bundle.files.items():
+            handle.write(b"\0" * (-handle.tell() % 4096))  # Page-aligned, for the cache.
+            data = _prepare_elf(fd, source, bundle, workdir, patchelf).read_bytes()
+            offsets[fd] = (handle.tell(), len(data))
+            handle.write(data)
+        table = workdir / "_sanctum_table.py"
+        table.write_text(_table(bundle, offsets))
+        with zipfile.ZipFile(handle, "a", compression=zipfile.ZIP_STORED) as archive:
+            _write_modules(archive, bundle.pure, table, workdir)
+            lines = [_BEGIN]
+            for fd in bundle.boot:
+                offset, size = offsets[fd]
+                lines.append(f"B {fd} {offset} {size} {bundle.files[fd][0]}\n".encode())
+            archive.comment = b"".join([*lines, _END])
+    staged.chmod(0o755)
+    if not is_static_elf(staged):
+        msg = f"{staged} has an ELF interpreter: the stub is not static"
+        raise RuntimeError(msg)
+    _check_starts(staged)
+    # Replace the output atomically: a demo or test may be running the previous build.
+    staged.replace(out)
+    return out
+
+
+def _directory_table(collected: Collected) -> str:
+    """Return the source of the directory form's generated ``_sanctum_table`` module."""
+    extensions = {module: f"lib/{module}.so" for module in collected.extensions}
+    preloads = {"mfusepy": ("FUSE_LIBRARY_PATH", "lib/libfuse3.so.3")}
+    return (
+        '"""Generated by sanctum.launcher.build: the launcher directory (ADR 0135)."""\n'
+        'MODE = "directory"\n'
+        f"EXTENSIONS = {extensions!r}\n"
+        f"PRELOADS = {preloads!r}\n"
+    )
+
+
+def _pin_metadata(root: Path) -> None:
+    """Give every entry below ``root`` (and ``root``) a fixed mode and modification time."""
+    entries = sorted(root.rglob("*"), reverse=True)  # Children before their directory.
+    for path in [*entries, root]:
+        if path.is_symlink():
+            msg = f"{path} is a symbolic link: the launcher directory holds plain files only"
+            raise RuntimeError(msg)
+        if path.is_dir():
+            path.chmod(0o755)
+        else:
+            with path.open("rb") as handle:
+                elf = handle.read(4) == b"\x7fELF"
+            path.chmod(0o755 if elf else 0o644)
+        os.utime(path, (_FIXED_MTIME, _FIXED_MTIME))
+
+
+def _build_directory(
+    out: Path, collected: Collected, workdir: Path, *, install_dir: str = LAUNCHER_DIR
+) -> Path:
+    """Write the launcher directory at ``out`` (replacing it) and return it.
+
+    Raises:
+        subprocess.CalledProcessError: A build tool failed.
+        RuntimeError: A needed library is missing or the result does not start.
+    """
+    patchelf = _tool("patchelf")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staged = out.with_name(f".{out.name}.tmp")
+    if staged.exists():
+        shutil.rmtree(staged)
+    lib = staged / "lib"
+    _stripped(collected.loader, lib / collected.loader_name, strip=False)
+    placed: list[Path] = []
+    python = _stripped(collected.python, staged / DIRECTORY_PYTHON)
+    _run([
+        patchelf, "--set-interpreter", f"{install_dir}/lib/{collected.loader_name}", str(python)
+    ])  # fmt: skip
+    placed.append(python)
+    for soname, source in collected.libraries.items():
+        placed.append(_stripped(source, lib / soname))
+    for module, source in collected.extensions.items():
+        target = lib / f"{module}.so"
+        if target.exists():
+            msg = f"extension module {module} and a library share the file name {target.name}"
+            raise RuntimeError(msg)
+        placed.append(_stripped(source, target))
+    for path in placed:
+        # DT_RPATH (not RUNPATH) comes before LD_LIBRARY_PATH; no default directories or cache.
+        _run([
+            patchelf, "--force-rpath", "--set-rpath", "$ORIGIN", "--no-default-lib", str(path)
+        ])  # fmt: skip
+    table = workdir / "_sanctum_table_directory.py"
+    table.write_text(_directory_table(collected))
+    with zipfile.ZipFile(staged / _DIRECTORY_ZIP, "w", compression=zipfile.ZIP_STORED) as archive:
+        _write_modules(archive, collected.pure, table, workdir)
+    # Python reads this file beside its executable: isolated mode, no site, exactly this path.
+    pth = staged / f"{DIRECTORY_PYTHON}._pth"
+    pth.write_text(f"{Path(_DIRECTORY_ZIP).relative_to(Path(DIRECTORY_PYTHON).parent)}\n")
+    entry = staged / DIRECTORY_ENTRY
+    entry.write_bytes(_stub(workdir, directory=install_dir, loader_name=collected.loader_name))
+    _pin_metadata(staged)
+    if not is_static_elf(entry):
+        msg = f"{entry} has an ELF interpreter: the stub is not static"
+        raise RuntimeError(msg)
+    _check_starts(entry)
+    if out.exists():
+        previous = out.with_name(f".{out.name}.old")
+        if previous.exists():
+            shutil.rmtree(previous)
+        out.replace(previous)
+        staged.replace(out)
+        shutil.rmtree(previous)
+    else:
+        staged.replace(out)
+    return out
+
+
+def build(out: Path, *, directory: Path | None = None, executable: bool = True) -> Path:
+    """Build the self-contained launcher at ``out`` (and the directory form) and return ``out``.
+
+    Args:
+        out: The executable form's path.
+        directory: The directory form's path, or ``None`` to build no directory.
+        executable: Whether to build the executable form (``False``: the directory only).
 
     Raises:
         subprocess.CalledProcessError: A build tool failed.
         FileNotFoundError: A build tool or libfuse3 is missing.
-        RuntimeError: The result needs a dynamic loader or does not start.
+        RuntimeError: A result needs a dynamic loader or does not start.
     """
-    patchelf = _tool("patchelf")
-    out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="sanctum-launcher-build-") as work:
         workdir = Path(work)
-        pure, binaries = _analyse(workdir)
-        bundle = _plan(pure, binaries, patchelf)
-        staged = out.with_name(f".{out.name}.tmp")
-        offsets: dict[int, tuple[int, int]] = {}
-        with staged.open("wb") as handle:
-            handle.write(_stub(workdir))
-            for fd, (_name, source) in bundle.files.items():
-                handle.write(b"\0" * (-handle.tell() % 4096))  # Page-aligned, for the cache.
-                data = _prepare_elf(fd, source, bundle, workdir, patchelf).read_bytes()
-                offsets[fd] = (handle.tell(), len(data))
-                handle.write(data)
-            boot_module = Path(__file__).with_name("bundle_boot.py")
-            table = workdir / "_sanctum_table.py"
-            table.write_text(_table(bundle, offsets))
-            modules = {**bundle.pure, "_sanctum_boot": boot_module, "_sanctum_table": table}
-            with zipfile.ZipFile(handle, "a", compression=zipfile.ZIP_STORED) as archive:
-                for name, source in sorted(modules.items()):
-                    package = source.name == "__init__.py"
-                    arcname = name.replace(".", "/") + ("/__init__.pyc" if package else ".pyc")
-                    info = zipfile.ZipInfo(arcname, date_time=(1980, 1, 1, 0, 0, 0))
-                    info.external_attr = 0o644 << 16
-                    archive.writestr(info, _compiled(source, name, workdir).read_bytes())
-                lines = [_BEGIN]
-                for fd in bundle.boot:
-                    offset, size = offsets[fd]
-                    lines.append(f"B {fd} {offset} {size} {bundle.files[fd][0]}\n".encode())
-                archive.comment = b"".join([*lines, _END])
-        staged.chmod(0o755)
-        if not is_static_elf(staged):
-            msg = f"{staged} has an ELF interpreter: the stub is not static"
-            raise RuntimeError(msg)
-        check = subprocess.run(
-            [str(staged), "--version"], capture_output=True, text=True, check=False, timeout=60
-        )
-        if check.returncode != 0 or not check.stdout.startswith("sanctum-launcher "):
-            msg = f"the built launcher does not start: {check.stderr.strip()[-2000:]}"
-            raise RuntimeError(msg)
-        # Replace the output atomically: a demo or test may be running the previous build.
-        staged.replace(out)
+        collected = analyse(workdir)
+        if executable:
+            _build_executable(out, collected, workdir)
+        if directory is not None:
+            _build_directory(directory, collected, workdir)
     return out
+
+
+def build_directory(out: Path, *, collected: Collected | None = None) -> Path:
+    """Build only the launcher directory at ``out`` and return it.
+
+    Args:
+        out: Where the directory goes (replaced if it exists).
+        collected: The files to place (:func:`analyse`); ``None`` runs the analysis.
+
+    Raises:
+        subprocess.CalledProcessError: A build tool failed.
+        FileNotFoundError: A build tool or libfuse3 is missing.
+        RuntimeError: A needed library is missing or the result does not start.
+    """
+    with tempfile.TemporaryDirectory(prefix="sanctum-launcher-build-") as work:
+        workdir = Path(work)
+        return _build_directory(out, collected or analyse(workdir), workdir)
+
+
+def _size(path: Path) -> int:
+    """Return the size of a file, or the total size of a directory's files."""
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -463,18 +747,33 @@ def main(argv: list[str] | None = None) -> int:
     Returns:
         The exit code.
     """
-    parser = argparse.ArgumentParser(description="Build the self-contained Sanctum launcher.")
+    parser = argparse.ArgumentParser(description="Build the Sanctum launcher (both forms).")
     parser.add_argument("--out", type=Path, default=Path("build/launcher/sanctum-launcher"))
+    parser.add_argument(
+        "--dir-out", type=Path, help="the launcher directory (default: OUT.d, next to OUT)"
+    )
+    parser.add_argument("--no-dir", action="store_true", help="build the executable only")
+    parser.add_argument("--dir-only", action="store_true", help="build the directory only")
     args = parser.parse_args(argv)
+    if args.no_dir and args.dir_only:
+        parser.error("--no-dir and --dir-only exclude each other")
+    directory = None if args.no_dir else args.dir_out or args.out.with_name(f"{args.out.name}.d")
     started = time.perf_counter()
-    path = build(args.out)
-    size = path.stat().st_size / 1e6
+    build(args.out, directory=directory, executable=not args.dir_only)
     took = time.perf_counter() - started
     python = sysconfig.get_python_version()
-    sys.stderr.write(
-        f"built {path}: {size:.1f} MB, self-contained (Python {python}, no unpacking), "
-        f"in {took:.0f} s\n"
-    )
+    if not args.dir_only:
+        sys.stderr.write(
+            f"built {args.out}: {_size(args.out) / 1e6:.1f} MB, self-contained "
+            f"(Python {python}, no unpacking)\n"
+        )
+    if directory is not None:
+        files = sum(1 for p in directory.rglob("*") if p.is_file())
+        sys.stderr.write(
+            f"built {directory}/: {_size(directory) / 1e6:.1f} MB in {files} files, for "
+            f"{LAUNCHER_DIR} (Gramine: every file a trusted file)\n"
+        )
+    sys.stderr.write(f"in {took:.0f} s\n")
     return 0
 
 

@@ -15,6 +15,12 @@ that name:
 3. marks every bundle descriptor close-on-exec, so the app inherits none of them;
 4. runs :func:`sanctum.launcher.main.main`.
 
+In the launcher DIRECTORY (ADR 0135, for Gramine), the table says ``MODE = "directory"``:
+there are no memory files and nothing to restore (the interpreter runs in isolated mode, its
+``._pth`` file fixes ``sys.path`` to the directory's archive, and the stub leaves the
+environment untouched). :class:`DirectoryFinder` loads each extension module from its plain
+file in ``lib/`` of the directory, found from this module's own location.
+
 It imports only built-in and frozen modules before the finder is in place. Imported under any
 other name (tests, type checks) it does nothing.
 """
@@ -26,7 +32,7 @@ import sys
 from importlib.machinery import ExtensionFileLoader, ModuleSpec
 from typing import Final
 
-__all__ = ["BundleFinder", "restore_environment", "run"]
+__all__ = ["BundleFinder", "DirectoryFinder", "directory_root", "restore_environment", "run"]
 
 SELF_FD: Final = 99
 KEPT_PREFIX: Final = "SANCTUM_KEPT_"
@@ -125,17 +131,96 @@ class BundleFinder:
         return ModuleSpec(fullname, loader, origin=location)
 
 
-def run() -> None:
-    """Prepare the interpreter and run the launcher (the bundle's entry point)."""
-    import _sanctum_table  # type: ignore[import-not-found]  # noqa: PLC0415 (generated)
+class DirectoryFinder:
+    """Finds the extension modules of the launcher directory and loads them from their files.
 
+    Args:
+        root: The launcher directory.
+        extensions: Module name to its file, relative to ``root``.
+        preloads: Module name to (environment variable, library file relative to ``root``): a
+            library that a pure module loads with ``ctypes`` (``mfusepy`` and libfuse3), named
+            in the variable before the module is imported.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        extensions: dict[str, str],
+        preloads: dict[str, tuple[str, str]],
+    ) -> None:
+        """Keep the tables; nothing is loaded yet."""
+        self._root = root
+        self._extensions = extensions
+        self._preloads = preloads
+
+    def find_spec(
+        self,
+        fullname: str,
+        path: object = None,
+        target: object = None,
+    ) -> ModuleSpec | None:
+        """Return the spec of an extension module of the directory (``None`` for anything else)."""
+        del path, target
+        preload = self._preloads.get(fullname)
+        if preload is not None:
+            variable, library = preload
+            os.environ[variable] = f"{self._root}/{library}"
+            return None
+        relative = self._extensions.get(fullname)
+        if relative is None:
+            return None
+        location = f"{self._root}/{relative}"
+        spec = ModuleSpec(fullname, ExtensionFileLoader(fullname, location), origin=location)
+        spec.has_location = True  # A plain file: the module gets its __file__.
+        return spec
+
+
+def directory_root(archive_member: str) -> str:
+    """Return the launcher directory from the path of a module inside its ``lib/launcher.zip``.
+
+    ``<root>/lib/launcher.zip/_sanctum_boot.pyc`` gives ``<root>``.
+    """
+    # String operations only: nothing beyond built-in modules is imported this early.
+    archive = archive_member.rpartition("/")[0]
+    return archive.rpartition("/")[0].rpartition("/")[0] or "/"
+
+
+def _prepare_directory(table: object) -> None:
+    """Set up the interpreter of the launcher directory (the table is ``_sanctum_table``)."""
+    root = directory_root(__file__)
+    sys.path[:] = [f"{root}/lib/launcher.zip"]
+    finder = DirectoryFinder(
+        root,
+        getattr(table, "EXTENSIONS"),  # noqa: B009 (a generated module without types)
+        getattr(table, "PRELOADS"),  # noqa: B009
+    )
+    sys.meta_path.insert(0, finder)
+
+
+def _prepare_bundle(table: object) -> None:
+    """Set up the interpreter of the executable form (the table is ``_sanctum_table``)."""
     restore_environment(os.environ)
     sys.path[:] = [f"/proc/self/fd/{SELF_FD}"]
-    finder = BundleFinder(_sanctum_table.FILES, _sanctum_table.EXTENSIONS, _sanctum_table.PRELOADS)
-    finder.loaded.update(_sanctum_table.BOOT)
+    boot: tuple[int, ...] = getattr(table, "BOOT")  # noqa: B009
+    finder = BundleFinder(
+        getattr(table, "FILES"),  # noqa: B009
+        getattr(table, "EXTENSIONS"),  # noqa: B009
+        getattr(table, "PRELOADS"),  # noqa: B009
+    )
+    finder.loaded.update(boot)
     sys.meta_path.insert(0, finder)
-    for fd in (SELF_FD, *_sanctum_table.BOOT):
+    for fd in (SELF_FD, *boot):
         os.set_inheritable(fd, False)  # noqa: FBT003 (positional-only in the standard library)
+
+
+def run() -> None:
+    """Prepare the interpreter and run the launcher (the entry point of both forms)."""
+    import _sanctum_table  # type: ignore[import-not-found]  # noqa: PLC0415 (generated)
+
+    if getattr(_sanctum_table, "MODE", "bundle") == "directory":
+        _prepare_directory(_sanctum_table)
+    else:
+        _prepare_bundle(_sanctum_table)
     sys.argv[0] = "sanctum-launcher"
     from sanctum.launcher.main import main  # noqa: PLC0415
 

@@ -20,6 +20,15 @@
  * interpreter as its program. The process keeps its PID through both execs. Variables named
  * PYTHON* are kept under SANCTUM_KEPT_PYTHON* so that the launcher can restore them (they belong
  * to the app); PYTHONHOME and PYTHONPATH point at the archive.
+ *
+ * Built with -DSANCTUM_DIRECTORY (and SANCTUM_INSTALL_DIR, SANCTUM_LOADER, SANCTUM_PYTHON), the
+ * same file is the entry program of the launcher DIRECTORY (ADR 0135), for Gramine: nothing is
+ * copied or written, no memory file is made. The stub finds its directory (/proc/self/exe, or
+ * an absolute argv[0] without /proc) and executes the interpreter of that directory in isolated
+ * mode (-I -S -B; its ._pth file fixes sys.path to the directory's archive, so no PYTHON*
+ * variable is read and none needs to be put aside). Installed at SANCTUM_INSTALL_DIR, the
+ * interpreter is executed directly (its PT_INTERP names the directory's loader); anywhere else
+ * (tests, a copy), the directory's loader is executed with the interpreter as its program.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -46,6 +55,7 @@ static void die(const char *what) {
     exit(1);
 }
 
+#ifndef SANCTUM_DIRECTORY
 static void copy_range(int from, int to, off_t offset, size_t size) {
     size_t done = 0;
     while (done < size) {
@@ -182,3 +192,55 @@ int main(int argc, char **argv, char **envp) {
     die("executing the bundled dynamic loader");
     return 1;
 }
+#else /* SANCTUM_DIRECTORY */
+#include <limits.h>
+
+static char *joined(const char *directory, const char *relative) {
+    size_t size = strlen(directory) + strlen(relative) + 2;
+    char *out = malloc(size);
+    if (out == NULL)
+        die("malloc");
+    snprintf(out, size, "%s/%s", directory, relative);
+    return out;
+}
+
+int main(int argc, char **argv, char **envp) {
+    static const char *const flags[] = {"-I", "-S", "-B", "-c", "import _sanctum_boot"};
+    const size_t nflags = sizeof flags / sizeof flags[0];
+    char self[PATH_MAX];
+    ssize_t length = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (length > 0 && (size_t)length < sizeof self - 1) {
+        self[length] = '\0';
+    } else if (argc > 0 && argv[0][0] == '/' && strlen(argv[0]) < sizeof self) {
+        strcpy(self, argv[0]);
+    } else {
+        die("cannot find the launcher directory (/proc/self/exe unreadable, argv[0] relative)");
+    }
+    char *slash = strrchr(self, '/');
+    *slash = '\0';
+    const char *directory = self[0] ? self : "/";
+    char *python = joined(self, SANCTUM_PYTHON);
+    char **args = calloc((size_t)argc + nflags + 8, sizeof *args);
+    if (args == NULL)
+        die("calloc");
+    size_t n = 0;
+    const char *program = python;
+    if (strcmp(directory, SANCTUM_INSTALL_DIR) != 0) {
+        /* Not at the path compiled into the interpreter's PT_INTERP: run the loader itself. */
+        program = joined(self, "lib/" SANCTUM_LOADER);
+        args[n++] = (char *)program;
+        args[n++] = "--inhibit-cache";
+        args[n++] = "--library-path";
+        args[n++] = joined(self, "lib");
+    }
+    args[n++] = python; /* Absolute: Python finds its ._pth file beside it. */
+    for (size_t i = 0; i < nflags; i++)
+        args[n++] = (char *)flags[i];
+    for (int i = 1; i < argc; i++)
+        args[n++] = argv[i];
+    args[n] = NULL;
+    execve(program, args, envp);
+    die(program);
+    return 1;
+}
+#endif /* SANCTUM_DIRECTORY */

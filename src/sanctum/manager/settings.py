@@ -121,8 +121,9 @@ class ManagerSettings(BaseSettings):
     # Conversion jobs (see ADR 0091).
     launcher_path: Path | None = Field(
         None,
-        description="Launcher executable shipped in converted images (default: an exec shim "
-        "without attestation, flagged launcher-exec-shim).",
+        description="Launcher shipped in converted images: the executable of `make launcher`; "
+        "its directory form (PATH.d beside it, or a directory) is what Gramine builds ship "
+        "(default: an exec shim without attestation, flagged launcher-exec-shim).",
     )
     jobs_enabled: bool = Field(
         default=True, description="Run a background job worker in this manager process."

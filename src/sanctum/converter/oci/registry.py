@@ -37,16 +37,16 @@ import ssl
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, Final, Self
+from typing import IO, Final, Self
 
-import httpcore
 import httpx
 
 from sanctum.converter.errors import ImageError, RegistryAuthError, RegistryUnavailable
+from sanctum.converter.oci.http11 import Http11Transport
 from sanctum.converter.oci.model import (
     ALL_MANIFEST_MEDIA_TYPES,
     DOCKER_MANIFEST,
@@ -79,6 +79,7 @@ __all__ = [
     "RegistrySource",
     "RetryPolicy",
     "auth_from_docker_config",
+    "default_transport",
     "is_transient",
     "parse_www_authenticate",
     "run_credential_helper",
@@ -384,76 +385,6 @@ def _is_certificate_error(exc: BaseException) -> bool:
     return False
 
 
-#: Most bytes taken from a socket per read (httpcore asks for 64 KiB).
-_SOCKET_READ_SIZE: Final = 1 << 20
-
-
-class _LargeReadStream(httpcore.NetworkStream):
-    """A network stream that reads up to 1 MiB per call instead of httpcore's 64 KiB.
-
-    A layer download is hundreds of megabytes: each read costs a system call, an h11 event and
-    a GIL hand-over, so fewer, larger reads save CPU and waiting (ADR 0072). h11 buffers
-    whatever arrives beyond a response, so reading more than asked is safe.
-    """
-
-    def __init__(self, inner: httpcore.NetworkStream) -> None:
-        self._inner = inner
-
-    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        """Read up to 1 MiB (or ``max_bytes`` if larger)."""
-        return self._inner.read(max(max_bytes, _SOCKET_READ_SIZE), timeout)
-
-    def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        """Write ``buffer``."""
-        self._inner.write(buffer, timeout)
-
-    def close(self) -> None:
-        """Close the stream."""
-        self._inner.close()
-
-    def start_tls(
-        self,
-        ssl_context: ssl.SSLContext,
-        server_hostname: str | None = None,
-        timeout: float | None = None,
-    ) -> httpcore.NetworkStream:
-        """Upgrade to TLS; the TLS stream reads large too."""
-        return _LargeReadStream(self._inner.start_tls(ssl_context, server_hostname, timeout))
-
-    def get_extra_info(self, info: str) -> object:
-        """Return what the inner stream says (the socket, the TLS object...)."""
-        return self._inner.get_extra_info(info)
-
-
-class _LargeReadBackend(httpcore.NetworkBackend):
-    """httpcore's synchronous backend, with :class:`_LargeReadStream` connections."""
-
-    def __init__(self) -> None:
-        self._inner = httpcore.SyncBackend()
-
-    def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.NetworkStream:
-        """Open a TCP connection."""
-        stream = self._inner.connect_tcp(host, port, timeout, local_address, socket_options)
-        return _LargeReadStream(stream)
-
-    def connect_unix_socket(
-        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
-    ) -> httpcore.NetworkStream:
-        """Open a Unix socket connection."""
-        return _LargeReadStream(self._inner.connect_unix_socket(path, timeout, socket_options))
-
-    def sleep(self, seconds: float) -> None:
-        """Sleep (httpcore's retry waits)."""
-        self._inner.sleep(seconds)
-
-
 @functools.cache
 def _default_tls_context() -> ssl.SSLContext:
     """Return httpx's default verifying TLS context, built once per process.
@@ -464,25 +395,24 @@ def _default_tls_context() -> ssl.SSLContext:
     return httpx.create_ssl_context(verify=True)
 
 
-class _LargeReadTransport(httpx.HTTPTransport):
-    """httpx's default transport, whose connections read up to 1 MiB at a time.
+def default_transport(verify: ssl.SSLContext | bool = True) -> httpx.BaseTransport:
+    """Return the transport a :class:`RegistryClient` uses when given none.
 
-    httpx does not take a network backend, so this sets up the connection pool that
-    :class:`httpx.HTTPTransport` would (same TLS context, httpx's default limits) with
-    :class:`_LargeReadBackend`; requests go through httpx's own code. Proxies from the
-    environment are mounted by the client separately and are not affected.
+    It is :class:`~sanctum.converter.oci.http11.Http11Transport`, which reads and sends blob
+    bodies without copying them in Python (ADR 0125). A caller that guards requests (the
+    manager's registry allowlist) wraps this transport in its own.
+
+    Args:
+        verify: True (the default CA bundle), False (no verification: tests only), or an
+            :class:`ssl.SSLContext`.
     """
-
-    def __init__(self, tls: ssl.SSLContext | bool) -> None:  # No super().__init__(): see above.
-        self._pool = httpcore.ConnectionPool(
-            ssl_context=(
-                _default_tls_context() if tls is True else httpx.create_ssl_context(verify=tls)
-            ),
-            max_connections=100,
-            max_keepalive_connections=20,
-            keepalive_expiry=5.0,
-            network_backend=_LargeReadBackend(),
-        )
+    if verify is True:
+        context = _default_tls_context()
+    elif verify is False:
+        context = httpx.create_ssl_context(verify=False)
+    else:
+        context = verify
+    return Http11Transport(context)
 
 
 class RegistryClient:
@@ -550,7 +480,7 @@ class RegistryClient:
             verify=tls,
             timeout=timeout,
             follow_redirects=True,
-            transport=transport if transport is not None else _LargeReadTransport(tls),
+            transport=transport if transport is not None else default_transport(tls),
             # Identity encoding: digests are over the exact bytes, so nothing may be re-encoded.
             headers={"User-Agent": "sanctum-converter", "Accept-Encoding": "identity"},
         )

@@ -55,14 +55,16 @@ from sanctum.converter.keys import (
     signing_key_pem,
 )
 from sanctum.converter.manifest import ca_pin_from_certificate
-from sanctum.converter.manifest_errors import ManifestError, SigningKeyError
+from sanctum.converter.manifest_errors import BuildOptionError, ManifestError, SigningKeyError
 from sanctum.converter.oci.reference import RegistryReference, parse_image_reference
 from sanctum.converter.oci.registry import (
     RegistryAuth,
     RegistryClient,
     RegistrySink,
     RegistrySource,
+    default_transport,
 )
+from sanctum.converter.runtime_layer import LauncherAsset, load_launcher_asset
 from sanctum.errors import ConflictError, NotFoundError, UsageError
 from sanctum.manager.models_attestation import App, Build
 from sanctum.manager.models_jobs import AccountSigningKey, Job, RegistryCredential
@@ -531,7 +533,8 @@ def _registry_stores(
                     f"cannot load the registry CA bundle {verify}: {error}",
                     code="registry.bad_ca_bundle",
                 ) from None
-            inner = httpx.HTTPTransport(verify=tls)
+            # The converter's own transport (blob bodies without copies; ADR 0125), guarded.
+            inner = default_transport(tls)
         return RegistryClient(
             reference,
             auth=auth,
@@ -581,13 +584,15 @@ def run_conversion(run: JobRun, *, transport: httpx.BaseTransport | None = None)
             key = account_signing_key(session, runtime, run.account_id)
             signing_pem = signing_key_pem(key).decode()
     convert_request = _convert_request(request, signing_pem, app_id=run.app_id)
-    launcher: bytes | None = None
+    launcher: LauncherAsset | None = None
     if settings.launcher_path is not None:
+        # The executable, with its directory form when PATH.d exists (Gramine builds ship it),
+        # or the launcher directory itself (ADR 0135).
         try:
-            launcher = settings.launcher_path.read_bytes()
-        except OSError as error:
+            launcher = load_launcher_asset(settings.launcher_path)
+        except BuildOptionError as error:
             raise UsageError(
-                f"the launcher {settings.launcher_path} cannot be read: {error.strerror}",
+                f"the launcher {settings.launcher_path} cannot be used: {error.message}",
                 code="conversion.launcher_unreadable",
             ) from error
     state: dict[str, Any] = {"step": "starting", "attempt": run.attempts}
