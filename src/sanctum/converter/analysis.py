@@ -29,6 +29,7 @@ from __future__ import annotations
 import concurrent.futures
 import hashlib
 import posixpath
+import re
 import tarfile
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -68,6 +69,15 @@ _READ_SIZE: Final = 2 * CHUNK_SIZE
 _OUT_SIZE: Final = CHUNK_SIZE
 #: Compressed bytes given to zlib at a time.
 _FEED_SIZE: Final = 256 << 10
+#: Compressed bytes given first to a new gzip member's inflater, doubled on each call up to
+#: :data:`_FEED_SIZE`: the input an inflater hands back after its member's end
+#: (``unused_data``, a copy) is then never much larger than the member, so a stream of many
+#: tiny members costs time linear in its size (ADR 0125, "Hardening").
+_FIRST_FEED: Final = 64
+#: Most gzip members in one layer (an eStargz layer has one per file and a few more).
+_MAX_GZIP_MEMBERS: Final = 1 << 21
+#: The first byte that is not zero padding between gzip members.
+_NOT_PADDING: Final = re.compile(rb"[^\x00]")
 #: Largest single read tarfile may ask for (a PAX or GNU long-name header): bounds memory.
 _MAX_READ: Final = 64 << 20
 
@@ -259,11 +269,25 @@ def _gunzip(source: Readable, head: bytes) -> Iterator[bytes]:
 
 
 def _skip_padding(buf: memoryview, pos: int) -> int:
-    """Return the position of the first non-zero byte of ``buf`` at or after ``pos``."""
-    while pos < len(buf) and buf[pos] == 0:
-        rest = bytes(buf[pos : pos + 4096])
-        pos += len(rest) - len(rest.lstrip(b"\x00"))
-    return pos
+    """Return the position of the first non-zero byte of ``buf`` at or after ``pos``.
+
+    The search reads ``buf`` in place (no copy), so its cost is the padding's length.
+    """
+    found = _NOT_PADDING.search(buf, pos)
+    return len(buf) if found is None else found.start()
+
+
+def _count_member(members: int) -> int:
+    """Return ``members + 1`` (one more gzip member began).
+
+    Raises:
+        ImageError: The layer has more than :data:`_MAX_GZIP_MEMBERS` (``image.malformed``).
+    """
+    if members >= _MAX_GZIP_MEMBERS:
+        raise ImageError(
+            f"a gzip layer has more than {_MAX_GZIP_MEMBERS} members", code="image.malformed"
+        )
+    return members + 1
 
 
 def _gunzip_members(source: Readable, head: bytes) -> Iterator[bytes]:
@@ -272,10 +296,13 @@ def _gunzip_members(source: Readable, head: bytes) -> Iterator[bytes]:
     Raises:
         igzip_lib.IsalError: The data is not gzip or is corrupt.
         EOFError: The stream ends inside a member.
+        ImageError: Too many members (``image.malformed``).
     """
     buf = memoryview(head)
     pos = 0
     member: Any = None
+    feed = _FIRST_FEED
+    members = 0
     while True:
         if member is not None and not member.needs_input:
             # Output (or input it holds) is pending: take it before giving more input.
@@ -295,18 +322,27 @@ def _gunzip_members(source: Readable, head: bytes) -> Iterator[bytes]:
                 pos = _skip_padding(buf, pos)
                 if pos == len(buf):
                     continue
+                members = _count_member(members)
                 member = gzip_member_decompressor()
-            # Slices of _FEED_SIZE: input the decompressor cannot take within the output
-            # limit is kept as a copy inside it, so small slices keep that copying small.
-            piece = buf[pos : pos + _FEED_SIZE]
+                feed = _FIRST_FEED
+            # Slices of at most _FEED_SIZE: input the decompressor cannot take within the
+            # output limit is kept as a copy inside it, so small slices keep that copying small.
+            piece = buf[pos : pos + feed]
             pos += len(piece)
+            feed = min(2 * feed, _FEED_SIZE)
             out = member.decompress(piece, _OUT_SIZE)
         if member.eof:
             rest = member.unused_data
             member = None
             if rest:
-                # Bytes after the member's end (padding or another member) come first.
-                buf, pos = memoryview(rest + bytes(buf[pos:])), 0
+                # Bytes after the member's end (padding or another member) come next: go back
+                # to them in ``buf``. Only when they began in an earlier read are they joined
+                # with the rest of ``buf`` (a copy at most once per read).
+                start = pos - len(rest)
+                if start >= 0 and buf[start:pos] == rest:
+                    pos = start
+                else:
+                    buf, pos = memoryview(rest + bytes(buf[pos:])), 0
         if out:
             yield out
 
@@ -317,10 +353,13 @@ def _inflate(source: Readable, head: bytes) -> Iterator[bytes]:
     Raises:
         zlib.error: The data is not gzip or is corrupt.
         EOFError: The stream ends inside a member.
+        ImageError: Too many members (``image.malformed``).
     """
     buf = memoryview(head)
     pos = 0
     member: Any = None
+    feed = _FIRST_FEED
+    members = 0
     while True:
         if pos == len(buf):
             # zlib may hold back output of input it already took: get it before reading more.
@@ -337,14 +376,17 @@ def _inflate(source: Readable, head: bytes) -> Iterator[bytes]:
             continue
         if member is None:
             # Between members: skip zero padding, then a new member must start.
-            rest = bytes(buf[pos:])
-            pos += len(rest) - len(rest.lstrip(b"\x00"))
+            pos = _skip_padding(buf, pos)
             if pos == len(buf):
                 continue
+            members = _count_member(members)
             member = gzip_inflater()
-        # Slices of _FEED_SIZE: input zlib cannot take within the output limit comes back as a
-        # copy (``unconsumed_tail``), so small slices keep that copying small.
-        piece = buf[pos : pos + _FEED_SIZE]
+            feed = _FIRST_FEED
+        # Slices of at most _FEED_SIZE: input zlib cannot take within the output limit comes
+        # back as a copy (``unconsumed_tail``, and ``unused_data`` after the member's end), so
+        # small slices keep that copying small.
+        piece = buf[pos : pos + feed]
+        feed = min(2 * feed, _FEED_SIZE)
         out = member.decompress(piece, _OUT_SIZE)
         if member.eof:
             pos += len(piece) - len(member.unused_data)

@@ -17,18 +17,26 @@ checked by the given :class:`ssl.SSLContext`), keep-alive connections pooled per
 bodies, 1xx interim answers, and httpx's connect/read/write timeouts. Errors are raised as
 httpx's own exceptions (``ConnectError``, ``ReadError``, ``RemoteProtocolError``, timeouts), so
 callers' retry logic is the same as with httpx's transport. No proxies, no HTTP/2.
+
+It is as strict as h11 where strictness is what keeps requests apart (ADR 0125, "Hardening"):
+request methods and header names must be tokens and header values free of control characters
+(no header can smuggle a second request, whatever a token or a cookie holds), response heads
+with bare CR or LF, control characters, odd status codes, non-hex chunk sizes or unknown
+transfer codings are refused, a TLS connection with unread bytes is never reused, and only
+``GET``/``HEAD`` requests are sent again after a kept-alive connection failed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 import select
 import socket
 import ssl
 import struct
 import threading
 from collections.abc import Iterator
-from typing import Final
+from typing import Final, cast
 
 import httpx
 
@@ -42,6 +50,25 @@ _MAX_HEAD: Final = 64 << 10
 _HEAD_READ: Final = 16 << 10
 #: Idle connections kept per origin.
 _MAX_IDLE: Final = 16
+#: Interim (1xx) answers accepted before the final one, and trailer bytes after a chunked body.
+_MAX_INTERIM: Final = 32
+_MAX_TRAILERS: Final = 64 << 10
+#: Methods sent again on a new connection when a kept-alive one failed (idempotent, no body).
+_REPLAYABLE: Final = frozenset({"GET", "HEAD"})
+#: An RFC 9110 token: a method or a header name.
+_TOKEN: Final = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+#: Bytes a header value must not hold: control characters other than HTAB, and DEL.
+_BAD_VALUE: Final = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+#: Bytes a request target must not hold (it is visible ASCII, percent-encoded by httpx).
+_BAD_TARGET: Final = re.compile(rb"[^\x21-\x7e]")
+#: A status line: version, a status code from 100 to 599, an optional reason phrase.
+_STATUS_LINE: Final = re.compile(
+    rb"(HTTP/1\.[01]) ([1-5][0-9]{2})(?: ([^\x00-\x08\x0a-\x1f\x7f]*))?"
+)
+#: A chunk size line: at most 16 hex digits, then optional extensions (ignored).
+_CHUNK_LINE: Final = re.compile(rb"([0-9A-Fa-f]{1,16})[ \t]*(?:;[^\x00-\x08\x0a-\x1f\x7f]*)?")
+#: A Content-Length value (18 digits: far more than any body, and always a valid int).
+_LENGTH: Final = re.compile(rb"[0-9]{1,18}")
 _DEFAULT_PORTS: Final = {b"http": 80, b"https": 443}
 
 Origin = tuple[bytes, str, int]
@@ -88,9 +115,20 @@ class _Connection:
             self.sock.settimeout(seconds)
 
     def is_stale(self) -> bool:
-        """Return whether an idle connection was closed (or sent something) meanwhile."""
+        """Return whether an idle connection was closed (or sent something) meanwhile.
+
+        Bytes already read from the socket count as well: those in :attr:`buffer` and those a
+        TLS socket decrypted but did not hand out (a server may send a body and a forged next
+        response in one TLS record, which polling the kernel socket does not see).
+        """
         if self.buffer:
             return True
+        if not self.plain:
+            try:
+                if cast("ssl.SSLSocket", self.sock).pending():
+                    return True
+            except (OSError, ValueError):
+                return True
         try:
             poller = select.poll()
             poller.register(self.sock, select.POLLIN | select.POLLPRI)
@@ -237,23 +275,26 @@ class _Connection:
 def _parse_head(head: bytes) -> tuple[int, bytes, bytes, list[tuple[bytes, bytes]]]:
     """Parse a response head into status, reason phrase, HTTP version and headers.
 
+    Lines end with CRLF only: a bare CR or LF, or any other control character (HTAB aside),
+    in the status line, a header name or a header value refuses the head, so no value can
+    carry a line break into a later request (httpx's cookie jar echoes ``Set-Cookie``).
+
     Raises:
         httpx.RemoteProtocolError: The head is malformed.
     """
     lines = head.split(b"\r\n")
-    version, _, rest = lines[0].partition(b" ")
-    status_text, _, reason = rest.partition(b" ")
-    if version not in {b"HTTP/1.1", b"HTTP/1.0"} or len(status_text) != 3:
+    status_line = _STATUS_LINE.fullmatch(lines[0])
+    if status_line is None:
         raise httpx.RemoteProtocolError("malformed status line in the response")
-    if not status_text.isdigit():
-        raise httpx.RemoteProtocolError("malformed status code in the response")
+    version, status_text, reason = status_line.group(1, 2, 3)
     headers: list[tuple[bytes, bytes]] = []
     for line in lines[1:]:
         name, sep, value = line.partition(b":")
-        if not sep or not name or name != name.strip() or line[:1] in {b" ", b"\t"}:
+        value = value.strip(b" \t")
+        if not sep or _TOKEN.fullmatch(name) is None or _BAD_VALUE.search(value) is not None:
             raise httpx.RemoteProtocolError("malformed header line in the response")
-        headers.append((name, value.strip(b" \t")))
-    return int(status_text), reason, version, headers
+        headers.append((name, value))
+    return int(status_text), reason or b"", version, headers
 
 
 def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> list[bytes]:
@@ -338,7 +379,8 @@ class Http11Transport(httpx.BaseTransport):
         """
         origin = self._origin(request.url)
         timeouts = request.extensions.get("timeout", {})
-        replayable = isinstance(request.stream, httpx.ByteStream)
+        # Only an idempotent request is sent twice: the server may have acted on the first.
+        replayable = isinstance(request.stream, httpx.ByteStream) and request.method in _REPLAYABLE
         connection = self._take_idle(origin)
         reused = connection is not None
         while True:
@@ -375,9 +417,13 @@ class Http11Transport(httpx.BaseTransport):
                 connection.close()
                 raise
         # A request cut short leaves the connection in an unknown state: it is not reused.
-        stream = _ResponseBody(
-            self, connection, request, (status, version, headers), reusable=write_error is None
-        )
+        try:
+            stream = _ResponseBody(
+                self, connection, request, (status, version, headers), reusable=write_error is None
+            )
+        except BaseException:
+            connection.close()
+            raise
         return httpx.Response(
             status,
             headers=headers,
@@ -386,31 +432,82 @@ class Http11Transport(httpx.BaseTransport):
         )
 
     @staticmethod
-    def _send(connection: _Connection, request: httpx.Request) -> None:
+    def _request_head(request: httpx.Request) -> tuple[bytes, int | None, bool]:
+        """Return the request head, its declared body length (or None) and whether it is chunked.
+
+        Raises:
+            httpx.LocalProtocolError: The method, target or a header could not be sent as it
+                is (not a token, a control character in a value, conflicting body framing).
+        """
+        method = request.method.encode("ascii", "replace")
         target = request.url.raw_path or b"/"
-        lines = [request.method.encode("ascii") + b" " + target + b" HTTP/1.1"]
-        chunked = False
+        if _TOKEN.fullmatch(method) is None:
+            raise httpx.LocalProtocolError(f"invalid request method {request.method!r}")
+        if _BAD_TARGET.search(target) is not None:
+            raise httpx.LocalProtocolError("the request target holds invalid characters")
+        lines = [method + b" " + target + b" HTTP/1.1"]
+        lengths: list[bytes] = []
+        codings: list[bytes] = []
         for name, value in request.headers.raw:
-            if name.lower() == b"transfer-encoding" and value.lower() == b"chunked":
-                chunked = True
+            if _TOKEN.fullmatch(name) is None:
+                raise httpx.LocalProtocolError(f"invalid request header name {name!r}")
+            if _BAD_VALUE.search(value) is not None:
+                # The value is not shown: it may be a credential.
+                raise httpx.LocalProtocolError(
+                    f"the value of the request header {name.decode('ascii')!r} holds a "
+                    "control character"
+                )
+            lower = name.lower()
+            if lower == b"content-length":
+                lengths.append(value.strip(b" \t"))
+            elif lower == b"transfer-encoding":
+                codings.extend(c.strip(b" \t").lower() for c in value.split(b","))
             lines.append(name + b": " + value)
-        head = b"\r\n".join(lines) + b"\r\n\r\n"
+        if codings and (codings != [b"chunked"] or lengths):
+            raise httpx.LocalProtocolError(
+                "a request Transfer-Encoding other than chunked alone, or with a Content-Length"
+            )
+        if lengths and (len(lengths) != 1 or _LENGTH.fullmatch(lengths[0]) is None):
+            raise httpx.LocalProtocolError("invalid request Content-Length")
+        declared = int(lengths[0]) if lengths else None
+        return b"\r\n".join(lines) + b"\r\n\r\n", declared, bool(codings)
+
+    @staticmethod
+    def _send(connection: _Connection, request: httpx.Request) -> None:
+        """Send ``request``: its head, then its body framed as the head declares.
+
+        Raises:
+            httpx.LocalProtocolError: The request cannot be sent as it is (see
+                :meth:`_request_head`), or its body does not match its declared length.
+            httpx.WriteTimeout: The server did not take the data in time.
+            httpx.WriteError: The connection failed.
+        """
+        head, declared, chunked = Http11Transport._request_head(request)
         stream = request.stream
         if isinstance(stream, httpx.ByteStream):
-            # A small body (a manifest, a token form) goes out with the head, in one segment.
             body = b"".join(stream)
+            if chunked:
+                body = (b"%x\r\n%b\r\n" % (len(body), body) if body else b"") + b"0\r\n\r\n"
+            elif len(body) != (declared or 0):
+                raise httpx.LocalProtocolError(
+                    f"the request body has {len(body)} bytes, its Content-Length says {declared}"
+                )
+            # A small body (a manifest, a token form) goes out with the head, in one segment.
             connection.send(head + body if len(body) <= _HEAD_READ else head)
             if len(body) > _HEAD_READ:
                 connection.send(body)
             return
-        declared = request.headers.get("content-length")
-        left = int(declared) if declared is not None and declared.isdigit() else None
+        left = declared
         connection.send(head)
         if not isinstance(stream, httpx.SyncByteStream):  # pragma: no cover (httpx checks)
             raise httpx.LocalProtocolError("an asynchronous request body")
         for chunk in stream:
             if not chunk:
                 continue
+            if left is None and not chunked:
+                raise httpx.LocalProtocolError(
+                    "a request body without a Content-Length or chunked framing"
+                )
             if chunked:
                 connection.send(b"%x\r\n" % len(chunk))
                 connection.send(chunk)
@@ -430,12 +527,20 @@ class Http11Transport(httpx.BaseTransport):
     def _read_head(
         connection: _Connection,
     ) -> tuple[int, bytes, bytes, list[tuple[bytes, bytes]]]:
-        while True:
+        """Read the final response head, skipping (a bounded number of) interim answers.
+
+        Raises:
+            httpx.RemoteProtocolError: The head is malformed, or too many interim answers.
+            httpx.ReadTimeout: It did not arrive in time.
+            httpx.ReadError: The connection failed.
+        """
+        for _ in range(_MAX_INTERIM + 1):
             status, reason, version, headers = _parse_head(
                 connection.read_until(b"\r\n\r\n", "response head")
             )
             if not 100 <= status < 200 or status == 101:
                 return status, reason, version, headers
+        raise httpx.RemoteProtocolError("too many interim (1xx) answers in the response")
 
     def close(self) -> None:
         """Close the idle connections (connections in use close with their responses)."""
@@ -472,7 +577,8 @@ class _ResponseBody(httpx.SyncByteStream):
         status, version, headers = head
         self._transport = transport
         self._connection: _Connection | None = connection
-        encodings = b",".join(_header(headers, b"transfer-encoding")).lower()
+        te_values = _header(headers, b"transfer-encoding")
+        codings = [c.strip(b" \t") for c in b",".join(te_values).lower().split(b",")]
         lengths = {v.strip() for v in b",".join(_header(headers, b"content-length")).split(b",")}
         lengths.discard(b"")
         tokens = {t.strip() for t in b",".join(_header(headers, b"connection")).lower().split(b",")}
@@ -481,19 +587,23 @@ class _ResponseBody(httpx.SyncByteStream):
             and b"close" not in tokens
             and (version == b"HTTP/1.1" or b"keep-alive" in tokens)
         )
-        if request.headers.get("connection", "").lower() == "close":
+        if request.headers.get("connection", "").lower() == "close" or status == 101:
             self._reusable = False
         self._length: int | None = None
         self._chunked = False
         if request.method == "HEAD" or status in {204, 304}:
             self._length = 0
-        elif encodings:
-            if encodings.rsplit(b",", 1)[-1].strip() != b"chunked":
+        elif te_values:
+            # Only "chunked" alone: another coding would pass still-encoded bytes on as the body.
+            if codings != [b"chunked"]:
                 connection.close()
                 raise httpx.RemoteProtocolError("unsupported Transfer-Encoding in the response")
             self._chunked = True
+            if lengths:
+                # Both framings: chunked wins, and the connection is closed after (RFC 9112 6.3).
+                self._reusable = False
         elif lengths:
-            if len(lengths) != 1 or not next(iter(lengths)).isdigit():
+            if len(lengths) != 1 or _LENGTH.fullmatch(next(iter(lengths))) is None:
                 connection.close()
                 raise httpx.RemoteProtocolError("invalid Content-Length in the response")
             self._length = int(next(iter(lengths)))
@@ -544,18 +654,24 @@ class _ResponseBody(httpx.SyncByteStream):
 
     @staticmethod
     def _iter_chunked(connection: _Connection) -> Iterator[bytes]:
+        """Yield the data of a chunked body (strict hex sizes, bounded trailers).
+
+        Raises:
+            httpx.RemoteProtocolError: The framing is malformed or the trailers too long.
+            httpx.ReadTimeout: The data did not arrive in time.
+            httpx.ReadError: The connection failed.
+        """
         while True:
-            line = connection.read_line("chunk size line")
-            size_text = line.split(b";", 1)[0].strip()
-            try:
-                size = int(size_text, 16)
-            except ValueError:
-                raise httpx.RemoteProtocolError("malformed chunk size in the response") from None
-            if size < 0:
+            size_line = _CHUNK_LINE.fullmatch(connection.read_line("chunk size line"))
+            if size_line is None:
                 raise httpx.RemoteProtocolError("malformed chunk size in the response")
+            size = int(size_line.group(1), 16)
             if size == 0:
-                while connection.read_line("trailer"):
-                    pass
+                trailers = 0
+                while trailer := connection.read_line("trailer"):
+                    trailers += len(trailer) + 2
+                    if trailers > _MAX_TRAILERS:
+                        raise httpx.RemoteProtocolError("the trailers of the response are too long")
                 return
             while size > 0:
                 data = connection.read_exact(min(size, BODY_CHUNK_SIZE))
