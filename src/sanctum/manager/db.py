@@ -28,16 +28,24 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, Select, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from sanctum.errors import ConflictError, UnavailableError, UsageError
 
-__all__ = ["Database", "Prepared", "lock_for_update"]
+__all__ = ["Database", "Prepared", "driver_savepoint", "lock_for_update", "run_on_driver"]
 
 _MIGRATIONS_DIR: Final = Path(__file__).parent / "migrations"
 _log = logging.getLogger(__name__)
 T = TypeVar("T", bound=tuple[Any, ...])
+
+
+#: How long a SQLite transaction waits for another process's write lock (in milliseconds).
+_BUSY_TIMEOUT_MS: Final = 10_000
+
+
+class _DatabaseBusy(Exception):  # noqa: N818 (internal control flow, never escapes this module)
+    """Another process holds the SQLite database: a caller that must not wait goes elsewhere."""
 
 
 def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -46,7 +54,7 @@ def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
 
@@ -62,6 +70,29 @@ class _SqliteWriterLock:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._taken = threading.local()  # Taken ahead by this thread for its next begin.
+
+    def held(self) -> bool:
+        """Whether a transaction of this process holds the lock now."""
+        return self._lock.locked()
+
+    def take_now(self) -> bool:
+        """Take the lock for this thread's next transaction if it is free; never wait.
+
+        That transaction's ``BEGIN IMMEDIATE`` does not wait either: if another process holds
+        the database, :meth:`begin` raises :class:`_DatabaseBusy` at once instead of waiting
+        up to the busy timeout (the caller is an event loop).
+        """
+        if not self._lock.acquire(blocking=False):
+            return False
+        self._taken.value = True
+        return True
+
+    def give_back(self) -> None:
+        """Release a lock :meth:`take_now` took if no transaction used it (it failed first)."""
+        if getattr(self._taken, "value", False):
+            self._taken.value = False
+            self._lock.release()
 
     def begin(self, connection: Any) -> None:
         """Take the lock (once per pooled connection checkout) and begin a write transaction.
@@ -69,8 +100,12 @@ class _SqliteWriterLock:
         Raises:
             UnavailableError: The lock or the database stayed busy (``database.unavailable``).
         """
+        nowait = False
         if not connection.info.get(_LOCKED):
-            if not self._lock.acquire(timeout=60):
+            if getattr(self._taken, "value", False):
+                self._taken.value = False  # Taken ahead by take_now: this transaction's.
+                nowait = True
+            elif not self._lock.acquire(timeout=60):
                 raise UnavailableError(
                     "timed out waiting for the database", code="database.unavailable"
                 )
@@ -78,8 +113,18 @@ class _SqliteWriterLock:
         # Straight to the driver: SQLAlchemy's statement machinery for a constant BEGIN cost
         # about as much as a query (pysqlite runs in autocommit mode here, so SQLAlchemy's
         # commit and rollback end what this BEGIN starts, as they did with exec_driver_sql).
+        driver = connection.connection.driver_connection
+        if nowait:
+            driver.execute("PRAGMA busy_timeout=0")
+            try:
+                driver.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as error:  # Another process holds the database.
+                raise _DatabaseBusy from error
+            finally:
+                driver.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
+            return
         try:
-            connection.connection.driver_connection.execute("BEGIN IMMEDIATE")
+            driver.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as error:  # Another process held the database too long.
             raise UnavailableError(
                 "the database is unreachable", code="database.unavailable"
@@ -105,8 +150,9 @@ class Prepared:
     (cache lookup, execution context, result wrapping) cost several times the database's own
     work. This runs the SQL SQLAlchemy compiles for the connection's dialect, with the
     dialect's own bind and result processing of every column type, in the connection's
-    current transaction; driver errors are raised as SQLAlchemy's (so :func:`_mapped_errors`
-    maps them as usual).
+    current transaction. A driver error goes through the connection's own error handling
+    (:func:`run_on_driver`): it is raised as SQLAlchemy's (so :func:`_mapped_errors` maps it as
+    usual), and a lost connection is invalidated as SQLAlchemy would (ADR 0120).
     """
 
     def __init__(self, statement: Any, *, column_keys: list[str] | None = None) -> None:
@@ -117,8 +163,7 @@ class Prepared:
         self._lock = threading.Lock()
 
     def _plan(self, dialect: Any) -> _Plan:
-        with self._lock:
-            plan = self._plans.get(dialect)
+        plan = self._plans.get(dialect)
         if plan is not None:
             return plan
         compiled = self.statement.compile(dialect=dialect, column_keys=self.column_keys)
@@ -133,29 +178,34 @@ class Prepared:
                 column.type.dialect_impl(dialect).result_processor(dialect, None)
                 for column in self.statement.selected_columns
             ]
+        # Each parameter the driver receives, in its order: name, default, bind processor
+        # (composed once here instead of merged and looked up on every execution).
+        names = list(compiled.positiontup) if compiled.positional else list(defaults)
         plan = _Plan(
             sql=compiled.string,
-            names=list(compiled.positiontup) if compiled.positional else None,
-            defaults=defaults,
-            binds={key: process for key, process in binds.items() if process is not None},
+            positional=bool(compiled.positional),
+            slots=tuple((name, defaults[name], binds[name]) for name in names),
             results=results if any(results) else [],
         )
         with self._lock:
             self._plans[dialect] = plan
         return plan
 
-    def _parameters(self, plan: _Plan, params: Mapping[str, Any]) -> Any:
-        values = {**plan.defaults, **params}
-        for key, process in plan.binds.items():
-            values[key] = process(values[key])
-        if plan.names is None:
-            return {key: values[key] for key in plan.defaults}
-        return tuple(values[name] for name in plan.names)
+    @staticmethod
+    def _parameters(plan: _Plan, params: Mapping[str, Any]) -> Any:
+        get = params.get
+        values = [
+            get(name, default) if process is None else process(get(name, default))
+            for name, default, process in plan.slots
+        ]
+        if plan.positional:
+            return tuple(values)
+        return dict(zip([name for name, _, _ in plan.slots], values, strict=True))
 
     def rows(self, connection: Connection, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
         """Run the statement; return its rows, processed like SQLAlchemy would."""
         plan = self._plan(connection.dialect)
-        rows = self._run(connection, plan, [self._parameters(plan, params)], fetch=True)
+        rows = run_on_driver(connection, plan.sql, [self._parameters(plan, params)], fetch=True)
         if not plan.results:
             return [tuple(row) for row in rows]
         processors = plan.results
@@ -170,38 +220,81 @@ class Prepared:
     def execute(self, connection: Connection, params: Mapping[str, Any]) -> int:
         """Run the statement; return how many rows it changed."""
         plan = self._plan(connection.dialect)
-        return int(self._run(connection, plan, [self._parameters(plan, params)], fetch=False))
+        return int(
+            run_on_driver(connection, plan.sql, [self._parameters(plan, params)], fetch=False)
+        )
 
     def execute_many(self, connection: Connection, params: list[Mapping[str, Any]]) -> None:
         """Run the statement once per parameter set (one driver call)."""
         plan = self._plan(connection.dialect)
-        self._run(connection, plan, [self._parameters(plan, p) for p in params], fetch=False)
+        run_on_driver(
+            connection, plan.sql, [self._parameters(plan, p) for p in params], fetch=False
+        )
 
-    def _run(self, connection: Connection, plan: _Plan, params: list[Any], *, fetch: bool) -> Any:
-        raw = connection.connection.driver_connection
-        if raw is None:  # pragma: no cover (a checked-out connection has its driver connection)
-            raise UnavailableError("the database is unreachable", code="database.unavailable")
+
+def run_on_driver(connection: Connection, sql: str, params: list[Any], *, fetch: bool) -> Any:
+    """Run ``sql`` on ``connection``'s driver cursor, in its current transaction.
+
+    One parameter set runs with ``execute``, several with ``executemany``. Returns the rows
+    (``fetch``) or the driver's row count. A driver error is handed to the connection's own
+    error handling, exactly as if SQLAlchemy had run the statement: it is raised as
+    SQLAlchemy's ``DBAPIError`` subclass, the dialect decides whether the connection was lost,
+    and if so the connection (and the pool's older connections) are invalidated and the error
+    says ``connection_invalidated`` (``database.unavailable`` once mapped).
+
+    Raises:
+        DBAPIError: The driver refused the statement (a subclass: ``IntegrityError``...).
+        UnavailableError: The connection was already closed (``database.unavailable``).
+    """
+    raw = connection.connection.driver_connection
+    if raw is None:  # pragma: no cover (a checked-out connection has its driver connection)
+        raise UnavailableError("the database is unreachable", code="database.unavailable")
+    cursor = None
+    try:
         cursor = raw.cursor()
-        try:
-            if len(params) == 1:
-                cursor.execute(plan.sql, params[0])
-            else:
-                cursor.executemany(plan.sql, params)
-            return cursor.fetchall() if fetch else cursor.rowcount
-        except connection.dialect.loaded_dbapi.Error as error:
-            raise DBAPIError.instance(
-                plan.sql, params, error, connection.dialect.loaded_dbapi.Error
-            ) from error
-        finally:
+        if len(params) == 1:
+            cursor.execute(sql, params[0])
+        else:
+            cursor.executemany(sql, params)
+        return cursor.fetchall() if fetch else cursor.rowcount
+    except connection.dialect.loaded_dbapi.Error as error:
+        # SQLAlchemy's own handling (disconnect detection, handle_error events, invalidation of
+        # the connection and of the pool's older connections); it always raises.
+        connection._handle_dbapi_exception(  # noqa: SLF001 (the one place it is decided)
+            error, sql, params[0] if len(params) == 1 else params, cursor, None
+        )
+        raise  # pragma: no cover (the handler above raises)
+    finally:
+        if cursor is not None:
             cursor.close()
+
+
+@contextmanager
+def driver_savepoint(connection: Connection, name: str) -> Iterator[None]:
+    """Run the block inside a savepoint made on the driver (released, or rolled back on error).
+
+    The hot path's cheap form of ``Connection.begin_nested``: two statements on the driver
+    instead of SQLAlchemy's nested transaction objects. SQLAlchemy does not track this
+    savepoint, so the block must end any nested transaction it opens itself (ADR 0120).
+
+    Raises:
+        DBAPIError: The database refused a savepoint statement.
+    """
+    run_on_driver(connection, f"SAVEPOINT {name}", [()], fetch=False)
+    try:
+        yield
+    except BaseException:
+        if not connection.invalidated:
+            run_on_driver(connection, f"ROLLBACK TO SAVEPOINT {name}", [()], fetch=False)
+        raise
+    run_on_driver(connection, f"RELEASE SAVEPOINT {name}", [()], fetch=False)
 
 
 @dataclass(frozen=True, slots=True)
 class _Plan:
     sql: str
-    names: list[str] | None
-    defaults: dict[str, Any]
-    binds: dict[str, Any]
+    positional: bool
+    slots: tuple[tuple[str, Any, Any], ...]
     results: list[Any]
 
 
@@ -223,6 +316,7 @@ class Database:
                 parsed, echo=echo, connect_args={"check_same_thread": False, "timeout": 30}
             )
             writer = _SqliteWriterLock()
+            self._writer: _SqliteWriterLock | None = writer
             event.listen(self.engine, "connect", _on_sqlite_connect)
             event.listen(self.engine, "begin", writer.begin)
             event.listen(self.engine.pool, "checkin", writer.checkin)
@@ -232,6 +326,7 @@ class Database:
             self.engine = create_engine(
                 parsed, echo=echo, pool_pre_ping=True, pool_size=20, max_overflow=20
             )
+            self._writer = None
         else:
             raise UsageError(
                 f"unsupported database {backend!r}: use sqlite or postgresql",
@@ -240,6 +335,15 @@ class Database:
         self.backend: str = backend
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
         event.listen(self.sessions, "after_begin", _mark_connected)
+
+    @property
+    def writer_busy(self) -> bool:
+        """Whether a transaction of this process holds the SQLite writer lock now.
+
+        Always false on PostgreSQL (row locks, no process-wide writer lock). For checks that
+        slow work (a PCS round trip) happens outside every transaction.
+        """
+        return self._writer is not None and self._writer.held()
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
@@ -265,6 +369,37 @@ class Database:
         """
         with _mapped_errors(), self.engine.begin() as connection:
             yield connection
+
+    @contextmanager
+    def connection_if_free(self) -> Iterator[Connection | None]:
+        """Like :meth:`connection`, but yield ``None`` at once rather than wait for the database.
+
+        On SQLite, ``None`` when another transaction of this process holds the writer lock, the
+        pool has no idle connection, or another process holds the database file (so that the
+        caller, an event loop, never blocks on any of them; ADR 0120). On PostgreSQL always
+        ``None``: its transactions wait on row locks and the network, which an event loop must
+        not.
+
+        Raises:
+            UnavailableError: The database could not be reached (``database.unavailable``).
+            ConflictError: A constraint refused the commit (``database.conflict``).
+        """
+        writer = self._writer
+        # Only a queue pool says how many connections are idle (in-memory databases use others).
+        checkedin = getattr(self.engine.pool, "checkedin", None)
+        if writer is None or checkedin is None or checkedin() == 0 or not writer.take_now():
+            yield None
+            return
+        busy = False
+        try:
+            with _mapped_errors(), self.engine.begin() as connection:
+                yield connection
+        except _DatabaseBusy:  # Raised by BEGIN, before anything was yielded.
+            busy = True
+        finally:
+            writer.give_back()  # Only if no transaction began with it.
+        if busy:
+            yield None
 
     def commit(self, session: Session) -> None:
         """Commit ``session``'s transaction now (a handler finishing its unit of work early).

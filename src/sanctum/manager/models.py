@@ -12,7 +12,8 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import uuid
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Final
 
 from sqlalchemy import (
     JSON,
@@ -68,6 +69,15 @@ def new_id() -> str:
     return str(uuid.uuid4())
 
 
+_NAIVE_DATETIME: Final = "naive datetime given to a UTCDateTime column"
+#: SQLAlchemy's default storage format of SQLite ``DATETIME`` values, and the same text as a
+#: positional format (what :meth:`UTCDateTime.bind_processor` composes).
+_SQLITE_DATETIME_FORMAT: Final = (
+    "%(year)04d-%(month)02d-%(day)02d %(hour)02d:%(minute)02d:%(second)02d.%(microsecond)06d"
+)
+_SQLITE_DATETIME_TEXT: Final = "%04d-%02d-%02d %02d:%02d:%02d.%06d"
+
+
 class UTCDateTime(TypeDecorator[dt.datetime]):
     """A timestamp stored as naive UTC and returned timezone-aware (UTC)."""
 
@@ -84,9 +94,54 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
         if value is None:
             return None
         if value.tzinfo is None:
-            msg = "naive datetime given to a UTCDateTime column"
-            raise ValueError(msg)
+            raise ValueError(_NAIVE_DATETIME)
         return value.astimezone(dt.UTC).replace(tzinfo=None)
+
+    def bind_processor(self, dialect: Dialect) -> Callable[[Any], Any] | None:
+        """Return one function doing :meth:`process_bind_param` and then the dialect's own step.
+
+        SQLAlchemy would call the two in turn for every value bound; the attestation binds a
+        dozen timestamps per request (ADR 0120). The composed function gives exactly what they
+        give: on PostgreSQL the naive UTC time, on SQLite the same text as its ``DATETIME``
+        type's default storage format (any other format falls back to the two steps).
+        """
+        impl = self.impl_instance.dialect_impl(dialect)
+        inner = impl.bind_processor(dialect)
+        utc = dt.UTC
+        if inner is None:
+
+            def naive_utc(value: dt.datetime | None) -> dt.datetime | None:
+                if value is None:
+                    return None
+                if value.tzinfo is None:
+                    raise ValueError(_NAIVE_DATETIME)
+                return value.astimezone(utc).replace(tzinfo=None)
+
+            return naive_utc
+        if getattr(impl, "_storage_format", None) == _SQLITE_DATETIME_FORMAT:
+
+            def sqlite_text(value: dt.datetime | None) -> str | None:
+                if value is None:
+                    return None
+                if value.tzinfo is None:
+                    raise ValueError(_NAIVE_DATETIME)
+                value = value.astimezone(utc)
+                return _SQLITE_DATETIME_TEXT % (
+                    value.year,
+                    value.month,
+                    value.day,
+                    value.hour,
+                    value.minute,
+                    value.second,
+                    value.microsecond,
+                )
+
+            return sqlite_text
+
+        def two_steps(value: dt.datetime | None) -> Any:
+            return inner(self.process_bind_param(value, dialect))
+
+        return two_steps
 
     def process_result_value(
         self, value: dt.datetime | None, dialect: Dialect

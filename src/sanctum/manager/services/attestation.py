@@ -31,7 +31,8 @@ import secrets
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, cast
 
@@ -51,9 +52,9 @@ from sanctum.attestation.trust import TrustAnchor
 from sanctum.attestation.verify import Verifier
 from sanctum.errors import EvidenceError, NotFoundError, SanctumError, UnavailableError, UsageError
 from sanctum.manager.ca import AccountCa, issue_workload_certificate, load_csr
-from sanctum.manager.db import Prepared
+from sanctum.manager.db import Prepared, driver_savepoint
 from sanctum.manager.errors import RateLimitedError
-from sanctum.manager.models import Account, new_id
+from sanctum.manager.models import Account, DataKey, new_id
 from sanctum.manager.models_attestation import (
     App,
     AttestNonce,
@@ -80,7 +81,7 @@ from sanctum.manager.services.apps import (
     resolve_app_row,
     secret_rows,
 )
-from sanctum.manager.services.audit import Outcome, Severity, append, audit
+from sanctum.manager.services.audit import Outcome, Severity, append, log_committed
 from sanctum.manager.services.builds import builds_for_appraisal, builds_matching
 from sanctum.manager.services.certificates import (
     CaCache,
@@ -113,15 +114,20 @@ __all__ = [
     "AttestationMetrics",
     "AttestationRefusedError",
     "AttestationRuntime",
+    "FetchedCollateral",
     "PendingChallenge",
     "RateLimiter",
     "attest",
+    "attest_unit",
     "build_attestation_runtime",
     "consume_nonce",
     "dry_run",
+    "fetch_collateral",
+    "fetch_needed",
     "issue_challenge",
     "jsonable",
     "new_challenge",
+    "prefetch_for_attempt",
     "record_refusal",
     "store_challenges",
     "verify_for_account",
@@ -274,30 +280,59 @@ class AttestationRuntime:
         return policy
 
     def ca_pems(self, account_id: str, ca: AccountCa) -> tuple[list[str], str]:
-        """Return the PEM chain and root of ``ca`` (kept with the cached CA of the account)."""
+        """Return the PEM chain and root of ``ca`` (kept with the cached CA of the account).
+
+        Kept only for the CA in :attr:`ca_cache`, which holds only CAs whose record was
+        committed (:func:`ensure_account_ca`): the chain of a CA created by a transaction that
+        may still roll back is never kept.
+        """
         with self.cache_lock:
             found = self.ca_pem_cache.get(account_id)
         if found is not None and found[0] is ca:
             return found[1], found[2]
         chain, root = ca.chain_pem(), ca.root_pem()
-        with self.cache_lock:
-            self.ca_pem_cache[account_id] = (ca, chain, root)
+        if self.ca_cache.get(account_id) is ca:
+            with self.cache_lock:
+                self.ca_pem_cache[account_id] = (ca, chain, root)
         return chain, root
 
-    def secret_value(self, ctx: ServiceContext, app_id: str, row: SecretRow) -> bytes:
+    def secret_value(
+        self,
+        ctx: ServiceContext,
+        app_id: str,
+        row: SecretRow,
+        *,
+        connection: Connection | None = None,
+        present_keys: set[str] | None = None,
+    ) -> bytes:
         """Return the clear value of an app secret, unsealing it only the first time.
 
         Cached by the sealed value itself (read on every request): a secret set again on any
         replica is sealed anew (fresh nonce), so its new value is a new key. The clear values
         stay in this process's memory, like the unsealed CA keys and data keys already do.
+        A cached value is returned only while the data key that sealed it still exists (read
+        on every request, as unsealing does): deleting a data key withdraws what it sealed at
+        once (ADR 0120).
+
+        Args:
+            ctx: The unit of work.
+            app_id: The secret's app.
+            row: The stored secret.
+            connection: The unit of work's connection (default: the session's).
+            present_keys: Data key ids already found in this unit of work (filled in here),
+                so secrets sealed under one key cost one lookup.
 
         Raises:
-            EvidenceError: The sealed value does not open (``secret.*``).
+            EvidenceError: The sealed value does not open, or its data key is gone
+                (``secret.*``).
         """
         key = (app_id, row.name, row.sealed_value)
         with self.cache_lock:
             found = self.secret_values.get(key)
         if found is not None:
+            if connection is None:
+                connection = ctx.connection or ctx.session.connection()
+            _require_data_key(connection, row.sealed_value, present_keys)
             return found
         value = open_sealed_secret(ctx, app_id, row.name, row.sealed_value)
         with self.cache_lock:
@@ -378,6 +413,37 @@ class AttestationRuntime:
         if kind in {"intel", "simulated"} and len(self.anchor_kinds) < _ANCHOR_CACHE_SIZE:
             self.anchor_kinds[key] = kind
         return kind
+
+
+_DATA_KEYS: Final = cast("Table", DataKey.__table__)
+_DATA_KEY_PRESENT: Final = Prepared(
+    select(_DATA_KEYS.c.id).where(_DATA_KEYS.c.id == bindparam("key_id"))
+)
+# The layout of a sealed value (:meth:`SecretBox.seal`): magic, data key id, nonce, ciphertext.
+_SEALED_MAGIC: Final = b"S1"
+_SEALED_KEY_ID_LEN: Final = 36
+
+
+def _require_data_key(
+    connection: Connection, sealed: bytes, present: set[str] | None = None
+) -> None:
+    """Refuse a sealed value whose data key is gone, as unsealing it would.
+
+    Raises:
+        EvidenceError: No data key row has the value's key id (``secret.key_missing``), or the
+            value is not a sealed value (``secret.corrupt``).
+    """
+    if not sealed.startswith(_SEALED_MAGIC):  # pragma: no cover (it opened before)
+        raise EvidenceError("a sealed secret is malformed", code="secret.corrupt")
+    key_id = sealed[len(_SEALED_MAGIC) : len(_SEALED_MAGIC) + _SEALED_KEY_ID_LEN].decode(
+        "ascii", errors="replace"
+    )
+    if present is not None and key_id in present:
+        return
+    if not _DATA_KEY_PRESENT.rows(connection, {"key_id": key_id}):
+        raise EvidenceError("the data key of a sealed secret is missing", code="secret.key_missing")
+    if present is not None:
+        present.add(key_id)
 
 
 def _new_ear_key() -> tuple[bytes, str | None]:
@@ -461,6 +527,13 @@ _CONSUME_NONCE: Final = Prepared(
 )
 _NONCE_STATE: Final = Prepared(
     select(_NONCES.c.used_at).where(_NONCES.c.nonce_hash == bindparam("digest"))
+)
+_NONCE_LIVE: Final = Prepared(
+    select(_NONCES.c.nonce_hash).where(
+        _NONCES.c.nonce_hash == bindparam("digest"),
+        _NONCES.c.used_at.is_(None),
+        _NONCES.c.expires_at > bindparam("now"),
+    )
 )
 
 
@@ -628,6 +701,106 @@ def verify_for_account(
     )
 
 
+def _used_collateral(att: AttestationRuntime, collateral: Collateral | None) -> Collateral | None:
+    """Return the supplied collateral that verification uses (``None``: the source's, if any).
+
+    With a collateral source configured, supplied collateral is ignored unless it is simulated
+    (the manager's simulation PKI signs it; no source has it).
+    """
+    if collateral is not None and att.collateral_source is not None:
+        supplied_kind = att.anchor_kind(collateral.tcb_info_issuer_chain)
+        if supplied_kind not in {"simulated", "simulated_untrusted"}:
+            _log.debug("ignoring collateral sent with a quote: the manager has its own source")
+            return None
+    return collateral
+
+
+@dataclass(frozen=True, slots=True)
+class FetchedCollateral:
+    """Collateral fetched from the source before a transaction began, or why it could not be.
+
+    The error is raised where the fetch would have happened inside the transaction, so the
+    refusal (its code, the used nonce, the audit entry) is the same as without prefetching.
+    """
+
+    collateral: VerifierCollateral | None
+    error: SanctumError | None = None
+
+    def get(self) -> VerifierCollateral:
+        """Return the collateral, or raise what fetching it raised.
+
+        Raises:
+            SanctumError: The fetch failed (``UnavailableError``, or ``quote.*`` for a quote
+                that does not parse).
+        """
+        if self.error is not None:
+            raise self.error
+        if self.collateral is None:  # pragma: no cover (one of the two is always set)
+            raise UnavailableError("no collateral was fetched", code="collateral.unavailable")
+        return self.collateral
+
+
+def fetch_needed(att: AttestationRuntime, collateral: Collateral | None) -> bool:
+    """Whether verifying a quote sent with ``collateral`` needs the source's collateral."""
+    return att.collateral_source is not None and _used_collateral(att, collateral) is None
+
+
+def fetch_collateral(
+    att: AttestationRuntime, quote: bytes, collateral: Collateral | None, *, now: dt.datetime
+) -> FetchedCollateral | None:
+    """Fetch the source's collateral for ``quote`` if verification will need it, else ``None``.
+
+    Call it before the attestation's transaction begins (ADR 0120): a fetch from the PCS may
+    take seconds, and inside the transaction it would hold the database (on SQLite, the
+    writer lock every other transaction waits for). Errors are kept, not raised, and come
+    out at the point of the attestation where the fetch used to happen.
+    """
+    if att.collateral_source is None or _used_collateral(att, collateral) is not None:
+        return None
+    try:
+        return FetchedCollateral(att.collateral_source.for_quote(parse_quote(quote), now=now))
+    except SanctumError as error:
+        return FetchedCollateral(None, error)
+
+
+def prefetch_for_attempt(
+    att: AttestationRuntime,
+    body: AttestRequest,
+    *,
+    source_address: str | None,
+    now: dt.datetime,
+) -> tuple[FetchedCollateral | None, bool]:
+    """Fetch the source's collateral for an attempt that passes the checks made before a fetch.
+
+    A fetch is a PCS round trip chosen by the quote (its FMSPC comes from the unverified PCK
+    certificate inside it), so, as when the fetch happened inside the attestation, it is only
+    made for an attempt within its address's rate limit, for an app that exists and with a
+    live nonce; an attempt failing one of these gets ``None`` and is refused by the unit of
+    work with the usual code. The app and nonce are only read here: the unit of work checks
+    and consumes them again in its transaction.
+
+    Returns:
+        The fetched collateral (or ``None``: nothing to fetch, or the attempt will be
+        refused), and whether the rate-limit token was taken here (pass it to
+        :func:`attest_unit` so that it is not taken twice).
+    """
+    try:
+        att.limiter.take(source_address or "unknown", now)
+    except SanctumError:
+        return None, False  # The unit of work takes it again and records the refusal.
+    if not fetch_needed(att, body.collateral):
+        return None, True
+    try:
+        with att.runtime.db.connection() as connection:
+            resolve_app_row(connection, body.app)
+            live = _NONCE_LIVE.rows(connection, {"digest": _nonce_hash(body.nonce), "now": now})
+    except SanctumError:
+        return None, True
+    if not live:
+        return None, True
+    return fetch_collateral(att, body.quote, body.collateral, now=now), True
+
+
 def _verify_for(
     att: AttestationRuntime,
     account_name: str,
@@ -637,17 +810,16 @@ def _verify_for(
     now: dt.datetime,
     allow_expired_collateral: bool,
     min_tcb_evaluation_data_number: int | None,
+    fetched: FetchedCollateral | None = None,
 ) -> VerifiedQuote:
-    if collateral is not None and att.collateral_source is not None:
-        supplied_kind = att.anchor_kind(collateral.tcb_info_issuer_chain)
-        if supplied_kind not in {"simulated", "simulated_untrusted"}:
-            _log.debug("ignoring collateral sent with a quote: the manager has its own source")
-            collateral = None
+    collateral = _used_collateral(att, collateral)
     collateral_key = None
     if collateral is not None:
         # Hashed once: the same key finds the cached conversion and, once verified, stores it.
         collateral_key = _collateral_key(collateral)
         verifier_collateral = att.verifier_collateral(collateral, key=collateral_key)
+    elif fetched is not None:
+        verifier_collateral = fetched.get()
     elif att.collateral_source is not None:
         verifier_collateral = att.collateral_source.for_quote(parse_quote(quote), now=now)
     else:
@@ -695,15 +867,24 @@ def _pck_identity(verified: VerifiedQuote) -> str:
     return f"{verified.platform.pce_id.hex()}:{verified.platform.ppid.hex()}"
 
 
-def _node_registered(ctx: ServiceContext, account_id: str, verified: VerifiedQuote) -> bool:
-    found = ctx.session.scalar(
-        select(Node.id).where(
-            Node.account_id == account_id,
-            Node.pck_identity == _pck_identity(verified),
-            Node.status == NodeStatus.active,
-        )
+_NODES: Final = cast("Table", Node.__table__)
+_ACTIVE_NODE: Final = Prepared(
+    select(_NODES.c.id)
+    .where(
+        _NODES.c.account_id == bindparam("account_id"),
+        _NODES.c.pck_identity == bindparam("pck_identity"),
+        _NODES.c.status == NodeStatus.active,
     )
-    return found is not None
+    .limit(1)
+)
+
+
+def _node_registered(connection: Connection, account_id: str, verified: VerifiedQuote) -> bool:
+    """Whether an active node of the account has the quote's PCK identity (read every time)."""
+    rows = _ACTIVE_NODE.rows(
+        connection, {"account_id": account_id, "pck_identity": _pck_identity(verified)}
+    )
+    return bool(rows)
 
 
 def _appraise(
@@ -711,7 +892,9 @@ def _appraise(
 ) -> Appraisal:
     allowlisted, revoked = builds_for_appraisal(ctx, app.id, simulated=verified.simulated)
     node = (
-        _node_registered(ctx, app.account_id, verified) if policy.require_registered_node else None
+        _node_registered(ctx.session.connection(), app.account_id, verified)
+        if policy.require_registered_node
+        else None
     )
     return evaluate(
         policy,
@@ -791,18 +974,35 @@ class _Issued:
     build_id: str
 
 
-def attest(ctx: ServiceContext, att: AttestationRuntime, body: AttestRequest) -> AttestResponse:
+def attest(
+    ctx: ServiceContext,
+    att: AttestationRuntime,
+    body: AttestRequest,
+    *,
+    fetched: FetchedCollateral | None = None,
+    rate_taken: bool = False,
+) -> AttestResponse:
     """Run the whole attestation for ``body``; issue only if every check passes.
 
     The nonce is consumed first, in the caller's transaction, so that it stays used even when
     the attempt is refused. Every check runs before the first write, and the writes (the
-    certificate record, the instance, the audit entry) come last, so a refusal has written
-    nothing but the used nonce. Only an app with encrypted directories (whose keys may be
-    created while sealing them) runs inside a savepoint that a refusal rolls back.
+    certificate record, the instance, the audit entry) come last. A savepoint around the
+    checks and the writes makes a refusal raised after a write (the account CA created on first
+    use, a directory key created) commit only the used nonce and the refusal's audit entry.
 
     The database work is a handful of prepared statements (:class:`~sanctum.manager.db.Prepared`)
-    on the session's connection (ADR 0085): the app with its account, the nonce, the builds
-    with the quote's measurement, the approved domains, the secrets, then the writes.
+    on the unit of work's connection (ADR 0085): the app with its account, the nonce, the builds
+    with the quote's measurement, the approved domains, the secrets, then the writes. With a
+    Core unit of work (``ctx.connection``, :func:`attest_unit`; ADR 0120) the savepoint is made
+    on the driver and the session is only used by rare branches.
+
+    Args:
+        ctx: The unit of work.
+        att: The attestation runtime.
+        body: The request.
+        fetched: The source's collateral, fetched before the transaction
+            (:func:`prefetch_for_attempt`); ``None`` fetches it here if needed.
+        rate_taken: Whether the caller already took this attempt's rate-limit token.
 
     Raises:
         RateLimitedError: Too many attempts from this address (``attest.rate_limited``).
@@ -813,20 +1013,114 @@ def attest(ctx: ServiceContext, att: AttestationRuntime, body: AttestRequest) ->
         UnavailableError: Collateral could not be obtained.
     """
     started = time.perf_counter()
-    att.limiter.take(ctx.source_address or "unknown", ctx.now)
-    # The session's connection, looked up once (a savepoint keeps using the same connection).
-    connection = ctx.session.connection()
+    if not rate_taken:
+        att.limiter.take(ctx.source_address or "unknown", ctx.now)
+    core = ctx.connection
+    # The unit's connection, looked up once (a savepoint keeps using the same connection).
+    connection = core if core is not None else ctx.session.connection()
     app = resolve_app_row(connection, body.app)
     ctx.extras["app"] = app
     _consume_nonce(connection, body.nonce, ctx.now)
-    # A savepoint around the checks and the writes: a refusal raised after a write (the
-    # account CA created on first use, a key released, a record inserted) commits only the used
-    # nonce and the refusal's audit entry, never half an issuance. It costs two statements.
-    with ctx.session.begin_nested():
-        issued = _attest_checked(ctx, att, app, body, connection)
+    if core is None:
+        with ctx.session.begin_nested():
+            issued = _attest_checked(ctx, att, app, body, connection, fetched=fetched)
+    else:
+        with _core_savepoint(ctx, core):
+            issued = _attest_checked(ctx, att, app, body, connection, fetched=fetched)
     att.metrics.count("attest", "accepted", "ok")
     att.metrics.observe_duration("attest", time.perf_counter() - started)
     return issued.response
+
+
+@contextmanager
+def _core_savepoint(ctx: ServiceContext, connection: Connection) -> Iterator[None]:
+    """The savepoint of a Core unit of work, with the bound session's work inside it.
+
+    The session (used only by rare branches) begins its own savepoint inside this one when it
+    is first used (``join_transaction_mode="create_savepoint"``): it is committed (flushed,
+    released) before this savepoint is released, or closed (rolled back, its objects
+    forgotten) before this savepoint rolls back, so nothing it holds outlives a refusal; the
+    log lines of audit entries written inside are dropped with them.
+
+    Raises:
+        DBAPIError: The database refused a savepoint statement.
+    """
+    session = ctx.session
+    logged = len(ctx.audit_lines)
+    with driver_savepoint(connection, "sanctum_attest"):
+        try:
+            yield
+            if session.in_transaction():
+                session.commit()  # A flush failing here rolls the savepoint back too.
+        except BaseException:
+            if session.in_transaction():
+                session.close()
+            del ctx.audit_lines[logged:]  # Entries rolled back with the savepoint: never logged.
+            raise
+
+
+def attest_unit(
+    att: AttestationRuntime,
+    body: AttestRequest,
+    *,
+    now: dt.datetime | None,
+    request_id: str | None,
+    source_address: str | None,
+    fetched: FetchedCollateral | None = None,
+    rate_taken: bool = False,
+    wait: bool = True,
+) -> AttestResponse | SanctumError | None:
+    """Run one attestation as its own unit of work on a Core connection, and commit it.
+
+    Returns the answer, or the refusal, which is committed too (the nonce stays used, the
+    refusal is audited and counted). The transaction runs on a Core connection
+    (:meth:`~sanctum.manager.db.Database.connection`): every statement of the attestation is
+    a prepared one, so the ORM session's transaction bookkeeping is skipped (ADR 0120); a
+    session bound to the connection serves the rare branches that need ORM objects (the
+    account CA's creation, encrypted-directory keys, unsealing a secret the first time).
+    Audit entries are logged once the transaction committed.
+
+    Args:
+        att: The attestation runtime.
+        body: The request.
+        now: The time of the attempt; ``None`` reads the runtime's clock when the unit of
+            work begins (after a collateral fetch or a wait for the database, so that a nonce
+            expiring meanwhile is refused and audit times follow the chain's order).
+        request_id: The request id (audit entries).
+        source_address: The caller's address (rate limit, audit entries).
+        fetched: The source's collateral, fetched before (:func:`prefetch_for_attempt`).
+        rate_taken: Whether the caller already took the attempt's rate-limit token.
+        wait: ``False`` to do nothing and return ``None`` when the database would make the
+            caller wait (:meth:`~sanctum.manager.db.Database.connection_if_free`).
+
+    Raises:
+        UnavailableError: The database could not be reached (``database.unavailable``).
+        ConflictError: A constraint refused the commit (``database.conflict``).
+    """
+    db = att.runtime.db
+    with db.connection() if wait else db.connection_if_free() as connection:
+        if connection is None:
+            return None
+        session = db.sessions(bind=connection, join_transaction_mode="create_savepoint")
+        ctx = ServiceContext(
+            session=session,
+            now=att.runtime.clock.now() if now is None else now,
+            actor=workload_actor(body.instance, body.app),
+            runtime=att.runtime,
+            request_id=request_id,
+            source_address=source_address,
+            connection=connection,
+        )
+        outcome: AttestResponse | SanctumError
+        try:
+            outcome = attest(ctx, att, body, fetched=fetched, rate_taken=rate_taken)
+        except SanctumError as error:
+            outcome = error
+            record_refusal(ctx, att, endpoint="attest", app_ref=body.app, error=error)
+        if session.in_transaction():
+            session.commit()  # Flushed and released: its work commits with the connection.
+    log_committed(ctx.audit_lines)
+    return outcome
 
 
 def _measurement(verified: VerifiedQuote) -> bytes:
@@ -840,6 +1134,8 @@ def _attest_checked(
     app: AppRow,
     body: AttestRequest,
     connection: Connection,
+    *,
+    fetched: FetchedCollateral | None,
 ) -> _Issued:
     policy = att.policy_for(app)
     csr = load_csr(body.csr)
@@ -852,6 +1148,7 @@ def _attest_checked(
         now=ctx.now,
         allow_expired_collateral=policy.unsafe_allow_expired_collateral,
         min_tcb_evaluation_data_number=policy.min_tcb_evaluation_data_number,
+        fetched=fetched,
     )
     check_binding(verified.report_data, body.nonce, spki_der(public_key))
     allowlisted, revoked = builds_matching(
@@ -863,7 +1160,7 @@ def _attest_checked(
         allowlisted_builds=allowlisted,
         revoked_builds=revoked,
         node_registered=(
-            _node_registered(ctx, app.account_id, verified)
+            _node_registered(connection, app.account_id, verified)
             if policy.require_registered_node
             else None
         ),
@@ -906,8 +1203,14 @@ def _attest_checked(
     certificate_pem = certificate.public_bytes(serialization.Encoding.PEM).decode("ascii")
     context = SealingContext(manager_id=att.issuer, app=body.app, build=build.id, nonce=body.nonce)
     info = context.info()
+    present_keys: set[str] = set()
     sealed = [
-        _sealed_secret(row, public_key, att.secret_value(ctx, app.id, row), info)
+        _sealed_secret(
+            row,
+            public_key,
+            att.secret_value(ctx, app.id, row, connection=connection, present_keys=present_keys),
+            info,
+        )
         for row in secret_rows(connection, app.id)
     ]
     sealed_dir_keys = []
@@ -1073,7 +1376,7 @@ def record_refusal(
         return
     app = ctx.extras.get("app")
     account_id = app.account_id if isinstance(app, App | AppRow) else None
-    audit(
+    append(
         ctx,
         "attestation.refused",
         account_id=account_id,

@@ -55,6 +55,7 @@ __all__ = [
     "export_csv",
     "export_jsonl",
     "install_audit_log_emitter",
+    "log_committed",
     "query_entries",
     "record",
     "record_failures",
@@ -188,26 +189,26 @@ def _ensure_head(connection: Connection, chain: str, now: dt.datetime) -> None:
         connection.execute(sqlite.insert(_HEADS).values(values).on_conflict_do_nothing())
 
 
-def _append(session: Session, values: dict[str, Any]) -> dict[str, Any]:
-    """Append an entry given as column values (without ``seq``, ``prev_hash``, hash, id).
-
-    Three Core statements on the session's connection, without the ORM's unit of work: lock
-    the chain head, insert the entry, move the head. Returns the public form of the entry
-    (what :func:`entry_to_dict` returns), which is also queued for the audit log stream.
+def _check_action(action: str) -> None:
+    """Refuse an action that is not ``family.verb`` with a known family.
 
     Raises:
-        ValueError: ``action`` is not ``family.verb`` with a known family (a programming error).
+        ValueError: ``action`` is malformed (a programming error).
     """
-    action = values["action"]
     family, _, verb = action.partition(".")
     if family not in ACTION_FAMILIES or not verb:
         msg = f"audit action {action!r} is not family.verb with a known family"
         raise ValueError(msg)
+
+
+def _append_on(connection: Connection, values: dict[str, Any]) -> dict[str, Any]:
+    """Append an entry given as column values (without ``seq``, ``prev_hash``, hash, id).
+
+    Three Core statements on ``connection``, without the ORM's unit of work: lock the chain
+    head, insert the entry, move the head. Returns the public form of the entry (what
+    :func:`entry_to_dict` returns).
+    """
     chain = values["chain"]
-    # Flush pending objects first (the entry may name an account created in this transaction).
-    if session.new or session.dirty or session.deleted:
-        session.flush()
-    connection = session.connection()
     heads = _LOCK_HEAD.rows(connection, {"chain": chain})
     if not heads:
         # The first entry of a chain: create its head (or find a concurrent creator's), lock it.
@@ -230,9 +231,50 @@ def _append(session: Session, values: dict[str, Any]) -> dict[str, Any]:
     )
     public["id"] = entry_id
     public["entry_hash"] = values["entry_hash"]
-    session.info.setdefault(_PENDING_KEY, []).append(public)
     values["id"] = entry_id
     return public
+
+
+def _append(session: Session, values: dict[str, Any]) -> dict[str, Any]:
+    """Append an entry on ``session``'s connection; queue its log line for the session's commit.
+
+    Raises:
+        ValueError: ``action`` is not ``family.verb`` with a known family (a programming error).
+    """
+    _check_action(values["action"])
+    # Flush pending objects first (the entry may name an account created in this transaction).
+    if session.new or session.dirty or session.deleted:
+        session.flush()
+    public = _append_on(session.connection(), values)
+    session.info.setdefault(_PENDING_KEY, []).append(public)
+    return public
+
+
+def _append_in(ctx: ServiceContext, values: dict[str, Any]) -> dict[str, Any]:
+    """Append an entry in ``ctx``'s unit of work (its Core connection, if it has one).
+
+    On a Core connection (ADR 0120) the log line is queued in ``ctx.audit_lines``: whoever
+    commits the connection logs them (:func:`log_committed`).
+
+    Raises:
+        ValueError: ``action`` is not ``family.verb`` with a known family (a programming error).
+    """
+    connection = ctx.connection
+    if connection is None:
+        return _append(ctx.session, values)
+    _check_action(values["action"])
+    session = ctx.session
+    if session.in_transaction() and (session.new or session.dirty or session.deleted):
+        session.flush()  # The bound session's pending objects go first, as above.
+    public = _append_on(connection, values)
+    ctx.audit_lines.append(public)
+    return public
+
+
+def log_committed(lines: list[dict[str, Any]]) -> None:
+    """Write committed entries (public forms) to the ``sanctum.audit`` log stream."""
+    for line in lines:
+        _audit_log.info("audit %s", line["action"], extra={"audit": line})
 
 
 def _values(
@@ -362,8 +404,8 @@ def append(
     Raises:
         ValueError: ``action`` is not ``family.verb`` with a known family (a programming error).
     """
-    return _append(
-        ctx.session,
+    return _append_in(
+        ctx,
         _context_values(
             ctx,
             action,
@@ -403,7 +445,7 @@ def audit(
         severity=severity,
         details=details,
     )
-    _append(ctx.session, values)
+    _append_in(ctx, values)
     return AuditEntry(**values)
 
 
@@ -448,8 +490,7 @@ def record_failures(session: Session, pending: list[dict[str, Any]]) -> None:
 
 
 def _emit_after_commit(session: Session) -> None:
-    for line in session.info.pop(_PENDING_KEY, []):
-        _audit_log.info("audit %s", line["action"], extra={"audit": line})
+    log_committed(session.info.pop(_PENDING_KEY, []))
 
 
 def _drop_after_rollback(session: Session) -> None:

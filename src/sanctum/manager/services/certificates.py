@@ -96,8 +96,17 @@ def _insert_ignoring_conflict(session: Session, values: dict[str, object]) -> No
         session.execute(sqlite.insert(AccountCaRecord).values(values).on_conflict_do_nothing())
 
 
+#: ``session.info`` key: the accounts whose CA this session's transaction created.
+_CREATED_CAS: Final = "sanctum.created_account_cas"
+
+
 def ensure_account_ca(ctx: ServiceContext, account_id: str, cache: CaCache) -> AccountCa:
     """Return the account's CA, creating (and auditing) it on first use.
+
+    Only a CA read from a record that was already committed is cached: a CA created by this
+    unit of work exists only if it commits (a refusal rolls back the savepoint that created
+    it), so it is cached by the first unit of work that reads it after the commit (ADR 0120).
+    Another replica's record, found after losing the race to create it, is committed already.
 
     Raises:
         NotFoundError: No such account (``account.not_found``).
@@ -109,6 +118,7 @@ def ensure_account_ca(ctx: ServiceContext, account_id: str, cache: CaCache) -> A
     session = ctx.session
     box: SecretBox = ctx.runtime.box
     record = session.get(AccountCaRecord, account_id)
+    created_here = account_id in session.info.get(_CREATED_CAS, ())
     if record is None:
         account = session.get(Account, account_id)
         if account is None:
@@ -143,6 +153,8 @@ def ensure_account_ca(ctx: ServiceContext, account_id: str, cache: CaCache) -> A
             select(AccountCaRecord).where(AccountCaRecord.account_id == account_id)
         ).one()
         if record.root_certificate_pem == created.root_pem():
+            created_here = True
+            session.info.setdefault(_CREATED_CAS, set()).add(account_id)
             audit(
                 ctx,
                 "certificate.ca_created",
@@ -166,7 +178,8 @@ def ensure_account_ca(ctx: ServiceContext, account_id: str, cache: CaCache) -> A
     ca = load_account_ca(
         stored, unwrap=lambda blob: box.open(session, blob, context=contexts[blob])
     )
-    cache.put(account_id, ca)
+    if not created_here:
+        cache.put(account_id, ca)
     return ca
 
 

@@ -1,11 +1,17 @@
-"""What every service call needs: the session, the time, who acts, and where from."""
+"""What every service call needs: the session, the time, who acts, and where from.
+
+A hot path may run its unit of work on a Core connection instead (:attr:`ServiceContext.connection`,
+ADR 0120): its statements and audit entries go straight to that connection, and the session,
+bound to the same connection, serves only the rare branches that need ORM objects.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
 from sanctum.manager.models import Role
@@ -51,7 +57,23 @@ class Actor:
 
 @dataclass(slots=True)
 class ServiceContext:
-    """The inputs of one unit of work (one request, one CLI action, one background job)."""
+    """The inputs of one unit of work (one request, one CLI action, one background job).
+
+    Attributes:
+        session: The unit of work's session (bound to ``connection`` when that is set).
+        now: The time of the unit of work.
+        actor: Who acts.
+        runtime: The manager's runtime.
+        request_id: The request id, if a request.
+        source_address: The caller's address, if known.
+        extras: Values services hand to each other (for example the resolved app).
+        failure_audits: Audit entries to write even if the unit of work fails.
+        connection: The Core connection of a hot-path unit of work (ADR 0120): its transaction
+            is the unit's; audit entries are appended on it and their log lines queued in
+            ``audit_lines`` for whoever commits it.
+        audit_lines: The public form of audit entries appended on ``connection``, to log once
+            the transaction committed.
+    """
 
     session: Session
     now: dt.datetime
@@ -62,3 +84,5 @@ class ServiceContext:
     extras: dict[str, object] = field(default_factory=dict)
     #: Audit entries to write even if the unit of work fails (its transaction rolls back).
     failure_audits: list[dict[str, object]] = field(default_factory=list)
+    connection: Connection | None = None
+    audit_lines: list[dict[str, Any]] = field(default_factory=list)
