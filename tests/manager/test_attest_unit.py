@@ -280,3 +280,57 @@ def test_an_attestation_waits_in_a_worker_while_another_transaction_runs(kit, ba
     worker.join(20)
     client.join(20)
     assert answer["response"].status_code == 200, answer["response"].text
+
+
+def test_the_loop_waits_for_a_short_transaction_rather_than_use_the_worker(kit, bank, monkeypatch):
+    # Once work went to the worker, later attestations found the lock held by it and followed:
+    # the loop now waits for the other transaction's release and runs the attestation itself.
+    platform, _ = bank
+    db = kit.harness.runtime.db
+    nonce = kit.challenge()
+    held, release, tried = threading.Event(), threading.Event(), threading.Event()
+    threads: list[str] = []
+    real_unit = attestation.attest_unit
+
+    def unit(*args, **kwargs):
+        outcome = real_unit(*args, **kwargs)
+        if outcome is None:
+            tried.set()  # The loop found the database busy.
+        else:
+            threads.append(threading.current_thread().name)
+        return outcome
+
+    monkeypatch.setattr(attestation, "attest_unit", unit)
+    if db.backend != "sqlite":
+        # PostgreSQL: always on the thread pool (its transactions wait on the network).
+        response = kit.client.post(
+            "/v1/attest", json=Workload.make(platform).request("bank", nonce)
+        )
+        assert response.status_code == 200, response.text
+        assert threads[0].startswith("sanctum-attest")
+        return
+
+    def holder():
+        with db.connection():
+            held.set()
+            release.wait(20)
+
+    worker = threading.Thread(target=holder, daemon=True)
+    worker.start()
+    assert held.wait(20)
+    answer: dict = {}
+
+    def attest():
+        answer["response"] = kit.client.post(
+            "/v1/attest", json=Workload.make(platform).request("bank", nonce)
+        )
+
+    client = threading.Thread(target=attest, daemon=True)
+    client.start()
+    assert tried.wait(20)
+    release.set()
+    worker.join(20)
+    client.join(20)
+    assert answer["response"].status_code == 200, answer["response"].text
+    assert len(threads) == 1
+    assert not threads[0].startswith("sanctum-attest")  # The event loop's thread.

@@ -8,6 +8,7 @@ lock is released.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import sqlite3
 import threading
@@ -218,3 +219,33 @@ def test_connection_if_free_never_waits_for_another_process(db, tmp_path):
         _INSERT.execute(connection, {"id": 2, "name": "b", "at": _AT})
         busy = connection.exec_driver_sql("PRAGMA busy_timeout").scalar()
     assert busy == 10_000  # The ordinary wait is restored for the pooled connection.
+
+
+def test_writer_released_wakes_the_loop_when_another_thread_ends_its_transaction(db):
+    held = threading.Event()
+    release = threading.Event()
+
+    def holder():
+        with db.connection():
+            held.set()
+            release.wait(20)
+
+    async def main() -> list[str]:
+        seen: list[str] = []
+        worker = threading.Thread(target=holder, daemon=True)
+        worker.start()
+        assert held.wait(20)
+        with db.connection_if_free() as connection:
+            assert connection is None  # Held by the other thread.
+        waiting = asyncio.ensure_future(db.writer_released(60))
+        await asyncio.sleep(0)
+        seen.append("waiting" if not waiting.done() else "done too early")
+        release.set()  # The other thread commits: its check-in wakes this loop.
+        await asyncio.wait_for(waiting, 10)  # Woken by the release, not by its own limit.
+        with db.connection_if_free() as connection:
+            seen.append("free" if connection is not None else "busy")
+        worker.join(20)
+        await db.writer_released(30)  # Free: returns at once.
+        return seen
+
+    assert asyncio.run(main()) == ["waiting", "free"]

@@ -337,7 +337,7 @@ class AttestFastLane:
         try:
             # SQLite: on this thread when nothing would make it wait (ADR 0120), since handing
             # the work to a thread and back cost a fifth of the CPU of an attestation.
-            response = run(wait=False) if serial else None
+            response = await _inline(runtime, lambda: run(wait=False)) if serial else None
             if response is None:
                 response = await _in_thread(run, serial=serial)
         except SanctumError as error:
@@ -349,6 +349,33 @@ class AttestFastLane:
 
 
 _T = TypeVar("_T")
+
+#: How often the loop waits for another thread's SQLite transaction before handing work over.
+_INLINE_TRIES: Final = 4
+#: The longest wait for one release of the writer lock (seconds).
+_INLINE_WAIT: Final = 0.25
+
+
+async def _inline(runtime: Runtime, attempt: Callable[[], _T | None]) -> _T | None:
+    """Run ``attempt`` (a no-wait SQLite unit of work) on the event loop, if it can be done.
+
+    When another thread of this process holds the writer lock (the job poller, an API route,
+    a worker-side attestation), the loop waits for its release (:meth:`Database.
+    writer_released`, no thread hand-off) and tries again, a few times, rather than queue the
+    work behind it on the worker thread: once there, every later attestation would find the
+    lock held by the worker and follow it, and the process would stay in the slower hand-off
+    mode for as long as the load lasts. ``None`` when it still could not run (the pool has no
+    idle connection, another process holds the file, or the lock stayed busy): the caller
+    hands the work to the worker.
+    """
+    for _ in range(_INLINE_TRIES):
+        result = attempt()
+        if result is not None:
+            return result
+        await runtime.db.writer_released(_INLINE_WAIT)  # At once (one loop turn) when free.
+    return None
+
+
 _pools: dict[bool, _WorkerPool] = {}
 _pools_lock = threading.Lock()
 
@@ -486,17 +513,17 @@ class _LoopBatch:
 
             def store_if_free(
                 batch: list[tuple[attestation.PendingChallenge, Any]] = batch,
-            ) -> bool:
+            ) -> bool | None:
                 with runtime.db.connection_if_free() as connection:
                     if connection is None:
-                        return False
+                        return None
                     attestation.store_challenges(connection, att, [item for item, _ in batch])
                 return True
 
             try:
                 # SQLite: on this thread when nothing would make it wait, as attestations.
                 serial = runtime.db.backend == "sqlite"
-                if not (serial and store_if_free()):
+                if not (serial and await _inline(runtime, store_if_free)):
                     await _in_thread(store, serial=serial)
             except BaseException as error:
                 # Every waiting challenge gets the error (not swallowed: each request
