@@ -249,6 +249,34 @@ def test_an_accepted_attestation_commits_and_logs_its_audit_entries(kit, bank, c
     assert accepted[-1].request_id == response.headers["x-request-id"]
 
 
+@pytest.mark.parametrize("route", [False, True], ids=["lane", "route"])
+def test_audit_lines_are_logged_while_the_unit_still_holds_the_database(kit, bank, route):
+    # On SQLite the writer lock is released when the connection goes back to the pool: lines
+    # logged before that come out in the chain's order, whichever thread ran each unit.
+    platform, _ = bank
+    db = kit.harness.runtime.db
+    held: list[bool] = []
+
+    class Probe(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.name == "sanctum.audit":
+                held.append(db.writer_busy)
+
+    probe = Probe(logging.INFO)
+    audit_log = logging.getLogger("sanctum.audit")
+    audit_log.addHandler(probe)
+    level = audit_log.level
+    audit_log.setLevel(logging.INFO)
+    try:
+        request = Workload.make(platform).request("bank", kit.challenge())
+        assert _post(kit, request, route=route).status_code == 200
+    finally:
+        audit_log.removeHandler(probe)
+        audit_log.setLevel(level)
+    assert held
+    assert all(busy is (db.backend == "sqlite") for busy in held)
+
+
 def test_an_attestation_waits_in_a_worker_while_another_transaction_runs(kit, bank):
     platform, _ = bank
     db = kit.harness.runtime.db

@@ -1119,7 +1119,10 @@ def attest_unit(
             record_refusal(ctx, att, endpoint="attest", app_ref=body.app, error=error)
         if session.in_transaction():
             session.commit()  # Flushed and released: its work commits with the connection.
-    log_committed(ctx.audit_lines)
+        connection.commit()
+        # Logged once committed, while this process still holds the connection (on SQLite the
+        # writer lock): lines of concurrent units come out in the chain's order.
+        log_committed(ctx.audit_lines)
     return outcome
 
 
