@@ -7,7 +7,6 @@ import gzip
 import hashlib
 import io
 import json
-import stat
 import subprocess
 import sys
 import tarfile
@@ -30,6 +29,7 @@ from converter_images import (
     whiteout,
 )
 
+from gramine_stand_in import stand_in_gramine_tools
 from sanctum.converter.convert import (
     ConvertProgress,
     ConvertRequest,
@@ -39,7 +39,6 @@ from sanctum.converter.convert import (
     parse_mem_size,
 )
 from sanctum.converter.errors import ImageError, RegistryUnavailable
-from sanctum.converter.gramine import GramineTools
 from sanctum.converter.keys import (
     debug_signing_key,
     generate_signing_key,
@@ -373,34 +372,8 @@ def test_request_uses_data_shield_field_names() -> None:
     } <= dumped
 
 
-FAKE_SIGN = """#!{python}
-import argparse, datetime, hashlib, pathlib
-from sanctum.converter.keys import load_signing_key
-from sanctum.converter.sigstruct import sign_sigstruct
-import tomllib
-p = argparse.ArgumentParser()
-for o in ("--key", "--manifest", "--output", "--sigfile"):
-    p.add_argument(o)
-a = p.parse_args()
-text = pathlib.Path(a.manifest).read_bytes()
-sgx = tomllib.loads(text.decode())["sgx"]
-pathlib.Path(a.output).write_bytes(text)
-sig = sign_sigstruct(key=load_signing_key(pathlib.Path(a.key).read_bytes()),
-                     enclavehash=hashlib.sha256(b"pages" + text).digest(),
-                     isvprodid=sgx["isvprodid"], isvsvn=sgx["isvsvn"], debug=sgx["debug"],
-                     date=datetime.date(2026, 11, 28))
-pathlib.Path(a.sigfile).write_bytes(sig.to_bytes())
-"""
-
-
 def test_gramine_target_with_stand_in_tools(image: BuiltImage, tmp_path: Path) -> None:
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "gramine-manifest").write_text('#!/bin/sh\ncp "$1" "$2"\n')
-    (bin_dir / "gramine-sgx-sign").write_text(FAKE_SIGN.format(python=sys.executable))
-    for tool in bin_dir.iterdir():
-        tool.chmod(tool.stat().st_mode | stat.S_IXUSR)
-    tools = GramineTools(str(bin_dir / "gramine-manifest"), str(bin_dir / "gramine-sgx-sign"))
+    tools = stand_in_gramine_tools(tmp_path / "bin")
     sink = MemoryImageStore()
     response = _run(image, sink, _request(target="auto"), gramine_tools=tools)
     assert response.target == "gramine-sgx"

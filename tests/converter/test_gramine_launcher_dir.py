@@ -12,8 +12,6 @@ import gzip
 import hashlib
 import io
 import json
-import stat
-import sys
 import tarfile
 import tomllib
 from pathlib import Path
@@ -23,6 +21,7 @@ import pytest
 from click.testing import CliRunner
 from converter_images import BuiltImage, build_image, directory, file
 
+from gramine_stand_in import stand_in_gramine_tools
 from sanctum.cli.main import cli
 from sanctum.converter.convert import ConvertRequest, ConvertResponse, convert
 from sanctum.converter.gramine import GramineTools, launcher_runs_under_gramine
@@ -49,24 +48,6 @@ DIRECTORY_FILES: dict[str, tuple[bytes, bool]] = {
     "lib/_ssl.so": (b"\x7fELF ssl module", True),
     "lib/launcher.zip": (b"PK modules", False),
 }
-
-FAKE_SIGN = """#!{python}
-import argparse, datetime, hashlib, pathlib, tomllib
-from sanctum.converter.keys import load_signing_key
-from sanctum.converter.sigstruct import sign_sigstruct
-p = argparse.ArgumentParser()
-for o in ("--key", "--manifest", "--output", "--sigfile"):
-    p.add_argument(o)
-a = p.parse_args()
-text = pathlib.Path(a.manifest).read_bytes()
-sgx = tomllib.loads(text.decode())["sgx"]
-pathlib.Path(a.output).write_bytes(text)
-sig = sign_sigstruct(key=load_signing_key(pathlib.Path(a.key).read_bytes()),
-                     enclavehash=hashlib.sha256(b"pages" + text).digest(),
-                     isvprodid=sgx["isvprodid"], isvsvn=sgx["isvsvn"], debug=sgx["debug"],
-                     date=datetime.date(2026, 11, 28))
-pathlib.Path(a.sigfile).write_bytes(sig.to_bytes())
-"""
 
 
 def write_launcher_dir(root: Path, files: dict[str, tuple[bytes, bool]] | None = None) -> Path:
@@ -96,13 +77,7 @@ def image(tmp_path: Path) -> BuiltImage:
 
 @pytest.fixture
 def tools(tmp_path: Path) -> GramineTools:
-    bin_dir = tmp_path / "gramine-bin"
-    bin_dir.mkdir()
-    (bin_dir / "gramine-manifest").write_text('#!/bin/sh\ncp "$1" "$2"\n')
-    (bin_dir / "gramine-sgx-sign").write_text(FAKE_SIGN.format(python=sys.executable))
-    for tool in bin_dir.iterdir():
-        tool.chmod(tool.stat().st_mode | stat.S_IXUSR)
-    return GramineTools(str(bin_dir / "gramine-manifest"), str(bin_dir / "gramine-sgx-sign"))
+    return stand_in_gramine_tools(tmp_path / "gramine-bin")
 
 
 def _request(target: str) -> ConvertRequest:

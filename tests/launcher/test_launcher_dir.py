@@ -33,8 +33,8 @@ from typing import Any
 import pytest
 from launcher_fixtures import FakeManager, build_shielded_root, write_oci_image
 
+from gramine_stand_in import stand_in_gramine_tools
 from sanctum.converter.convert import ConvertRequest, convert
-from sanctum.converter.gramine import GramineTools
 from sanctum.converter.keys import debug_signing_key
 from sanctum.converter.manifest import sign_manifest
 from sanctum.converter.oci import MemoryImageStore, open_source
@@ -59,24 +59,6 @@ if [ -n "$DATA" ]; then
   echo "read=$(busybox cat "$DATA/ledger.txt")"
   busybox grep -q "$DATA fuse" /proc/mounts && echo "mounted=fuse"
 fi
-"""
-
-FAKE_SIGN = """#!{python}
-import argparse, datetime, hashlib, pathlib, tomllib
-from sanctum.converter.keys import load_signing_key
-from sanctum.converter.sigstruct import sign_sigstruct
-p = argparse.ArgumentParser()
-for o in ("--key", "--manifest", "--output", "--sigfile"):
-    p.add_argument(o)
-a = p.parse_args()
-text = pathlib.Path(a.manifest).read_bytes()
-sgx = tomllib.loads(text.decode())["sgx"]
-pathlib.Path(a.output).write_bytes(text)
-sig = sign_sigstruct(key=load_signing_key(pathlib.Path(a.key).read_bytes()),
-                     enclavehash=hashlib.sha256(b"pages" + text).digest(),
-                     isvprodid=sgx["isvprodid"], isvsvn=sgx["isvsvn"], debug=sgx["debug"],
-                     date=datetime.date(2026, 11, 28))
-pathlib.Path(a.sigfile).write_bytes(sig.to_bytes())
 """
 
 
@@ -392,16 +374,6 @@ def test_encrypted_directory_through_the_directorys_fuse_stack(
     assert all(b"secret ledger line" not in path.read_bytes() for path in stored)
 
 
-def _gramine_tools(tmp_path: Path) -> GramineTools:
-    bin_dir = tmp_path / "gramine-bin"
-    bin_dir.mkdir()
-    (bin_dir / "gramine-manifest").write_text('#!/bin/sh\ncp "$1" "$2"\n')
-    (bin_dir / "gramine-sgx-sign").write_text(FAKE_SIGN.format(python=sys.executable))
-    for tool in bin_dir.iterdir():
-        tool.chmod(0o755)
-    return GramineTools(str(bin_dir / "gramine-manifest"), str(bin_dir / "gramine-sgx-sign"))
-
-
 @dataclasses.dataclass(frozen=True)
 class _GramineImage:
     """A converted ``gramine-sgx`` image, unpacked."""
@@ -446,7 +418,7 @@ def _gramine_image(launcher_dir: Path, tmp_path: Path, busybox: Path) -> _Gramin
             source=source,
             sink=sink,
             launcher_asset=LauncherAsset(executable=executable, directory=launcher_dir),
-            gramine_tools=_gramine_tools(tmp_path),
+            gramine_tools=stand_in_gramine_tools(tmp_path / "gramine-bin"),
         )
     assert response.target == "gramine-sgx"
     manifest = Manifest.parse(sink.blobs[response.image_digest])

@@ -11,11 +11,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sanctum.attestation.collateral import Collateral
+from sanctum.attestation.collateral_verify import VerifiedCollateral
 from sanctum.attestation.tcb import TcbStatus
 from sanctum.attestation.trust import TrustAnchor
 from sanctum.errors import EvidenceError, UnavailableError, UsageError
 from sanctum.manager.node_tcb import (
-    NodeCollateral,
     NodePlatformTcb,
     NodePolicy,
     platform_tcb_from_quote,
@@ -57,7 +57,7 @@ def _recorded(pki, anchor, **options) -> NodePlatformTcb:
     return platform_tcb_from_quote(platform.quote(b"join"), anchor)
 
 
-def _fresh(pki, anchor, *, now=LATER, **options) -> NodeCollateral:
+def _fresh(pki, anchor, *, now=LATER, **options) -> VerifiedCollateral:
     platform = _platform(pki, **options)
     return verify_node_collateral(platform.collateral(now=now), anchor, now=now)
 

@@ -36,15 +36,14 @@ from sanctum.attestation.chain import Validity, VerifiedCrl, load_pem_chain, ver
 from sanctum.attestation.collateral import Collateral
 from sanctum.attestation.collateral_verify import (
     ValidityWindow,
+    VerifiedCollateral,
     judge_validity,
     verify_collateral,
 )
 from sanctum.attestation.pck import parse_pck_extensions
 from sanctum.attestation.quote import CertificationType, Quote, TdReportBody, TeeType, parse_quote
 from sanctum.attestation.tcb import (
-    EnclaveIdentity,
     TcbEvaluation,
-    TcbInfo,
     TcbStatus,
     evaluate_sgx_tcb,
     evaluate_tdx_tcb,
@@ -55,7 +54,6 @@ from sanctum.errors import EvidenceError, UnavailableError, UsageError
 from sanctum.manager.policy import DEFAULT_ACCEPTED_TCB_STATUSES
 
 __all__ = [
-    "NodeCollateral",
     "NodePlatformTcb",
     "NodePolicy",
     "NodeReappraisal",
@@ -303,27 +301,6 @@ def platform_tcb_from_quote(
     )
 
 
-@dataclass(frozen=True, slots=True)
-class NodeCollateral:
-    """Fresh collateral whose every signature verified under one trust anchor, current at ``now``.
-
-    Attributes:
-        tcb_info: The parsed TCB info.
-        qe_identity: The parsed QE identity.
-        root_crl: The verified root CA CRL.
-        pck_crl: The verified PCK CRL (of a Platform or Processor CA).
-        simulated: Whether the anchor was a simulated platform's root.
-        checked_at: The time the validity windows were judged at.
-    """
-
-    tcb_info: TcbInfo
-    qe_identity: EnclaveIdentity
-    root_crl: VerifiedCrl
-    pck_crl: VerifiedCrl
-    simulated: bool
-    checked_at: datetime
-
-
 def _aware(now: datetime) -> datetime:
     """Return ``now`` in UTC.
 
@@ -337,7 +314,7 @@ def _aware(now: datetime) -> datetime:
 
 def verify_node_collateral(
     collateral: Collateral, anchor: TrustAnchor, *, now: datetime
-) -> NodeCollateral:
+) -> VerifiedCollateral:
     """Verify fresh collateral under ``anchor`` and judge its validity at ``now``.
 
     The attestation package's collateral verification
@@ -354,17 +331,8 @@ def verify_node_collateral(
             validity at ``now`` (``collateral.expired``).
         UsageError: ``now`` is naive.
     """
-    now = _aware(now)
     # Safe here: reappraise_node judges the node's own PCK CA against the root CA CRL.
-    verified = verify_collateral(collateral, anchor, now=now, unsafe_report_revoked_pck_ca=True)
-    return NodeCollateral(
-        tcb_info=verified.tcb_info,
-        qe_identity=verified.qe_identity,
-        root_crl=verified.root_crl,
-        pck_crl=verified.pck_crl,
-        simulated=verified.simulated,
-        checked_at=now,
-    )
+    return verify_collateral(collateral, anchor, now=_aware(now), unsafe_report_revoked_pck_ca=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -424,7 +392,7 @@ def _revoked(crl: VerifiedCrl, serial: int, issuer: bytes) -> bool:
     return entry is not None
 
 
-def _check_applies(platform: NodePlatformTcb, collateral: NodeCollateral) -> None:
+def _check_applies(platform: NodePlatformTcb, collateral: VerifiedCollateral) -> None:
     """Check the collateral is for the node's TEE, FMSPC, PCE ID and PCK CA.
 
     Raises:
@@ -462,7 +430,7 @@ def _check_applies(platform: NodePlatformTcb, collateral: NodeCollateral) -> Non
         )
 
 
-def _evaluate(platform: NodePlatformTcb, collateral: NodeCollateral) -> TcbEvaluation:
+def _evaluate(platform: NodePlatformTcb, collateral: VerifiedCollateral) -> TcbEvaluation:
     """Evaluate the platform's TCB with the attestation package (Intel's rules).
 
     Raises:
@@ -532,7 +500,7 @@ def refuse_collateral_rollback(
 
 def reappraise_node(
     platform: NodePlatformTcb,
-    collateral: NodeCollateral,
+    collateral: VerifiedCollateral,
     policy: NodePolicy,
     *,
     now: datetime,

@@ -62,7 +62,6 @@ from sanctum.manager.models_attestation import (
     NodeStatus,
 )
 from sanctum.manager.node_tcb import (
-    NodeCollateral,
     NodePlatformTcb,
     NodePolicy,
     NodeReappraisal,
@@ -70,7 +69,7 @@ from sanctum.manager.node_tcb import (
     reappraise_node,
     verify_node_collateral,
 )
-from sanctum.manager.services.audit import Outcome, Severity, record
+from sanctum.manager.services.audit import Outcome, Severity, audit
 from sanctum.manager.services.certificates import revoke_where
 from sanctum.manager.services.context import Actor, ServiceContext
 from sanctum.platforms.collateral_source import CollateralSource
@@ -551,7 +550,7 @@ def _appraise_group(
                 + ("the simulation root" if group.simulated else "Intel's root"),
                 code="collateral.anchor_mismatch",
             )
-        fresh: NodeCollateral = verify_node_collateral(collateral, anchor, now=now)
+        fresh = verify_node_collateral(collateral, anchor, now=now)
     except SanctumError as error:
         _log.warning(
             "node re-check: no usable collateral for %s FMSPC %s (%s): %s nodes left as they are",
@@ -610,6 +609,14 @@ def _apply(
     checked, lost = 0, 0
     changes: list[NodeChange] = []
     with sessions() as session:
+        ctx = ServiceContext(
+            session=session,
+            now=now,
+            actor=actor,
+            runtime=runtime,
+            request_id=request_id,
+            source_address=source_address,
+        )
         for outcome in outcomes:
             node, result = outcome.node, outcome.reappraisal
             new_status = None if result.status is None else str(result.status)
@@ -681,33 +688,20 @@ def _apply(
                 "tcb_evaluation_data_number": number,
                 "qe_tcb_evaluation_data_number": qe_number,
             }
-            record(
-                session,
-                now=now,
-                action="node.flagged" if change.flagged else "node.tcb_changed",
+            audit(
+                ctx,
+                "node.flagged" if change.flagged else "node.tcb_changed",
                 account_id=node.account_id,
-                actor_type=actor.type,
-                actor_id=actor.id,
-                actor_name=actor.name,
                 target_type="node",
                 target_id=node.id,
                 outcome=Outcome.failure if change.flagged else Outcome.success,
                 severity=Severity.warning if change.flagged else Severity.info,
-                request_id=request_id,
-                source_address=source_address,
                 details=details,
             )
             if change.flagged:
                 # The node certificate says "an attested, acceptable node"; it no longer is.
                 revoke_where(
-                    ServiceContext(
-                        session=session,
-                        now=now,
-                        actor=actor,
-                        runtime=runtime,
-                        request_id=request_id,
-                        source_address=source_address,
-                    ),
+                    ctx,
                     node.account_id,
                     reason=FLAGGED_NODE_REVOCATION_REASON,
                     node_id=node.id,
